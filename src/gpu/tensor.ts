@@ -1,0 +1,83 @@
+/**
+ * A dense, row-major GPU array: a pooled storage buffer with a shape and a dtype.
+ * Tensors are owned: `dispose()` returns the buffer to the pool, and a scope
+ * (`ctx.scope`) disposes what was made inside it. Any use after disposal throws
+ * a DisposedError naming the tensor.
+ */
+import { DisposedError, ShapeError } from './errors.js';
+import type { DType } from './kernel.js';
+import type { GpuContext } from './context.js';
+
+let nextTensorId = 0;
+
+export function bytesPerElement(dtype: DType): number {
+  return dtype === 'f16' ? 2 : 4;
+}
+
+/** Number of elements of `shape`; throws a ShapeError naming `what` for non-integer or zero dims. */
+export function shapeSize(shape: readonly number[], what: string): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 1) {
+      throw new ShapeError(`${what}: shape [${shape.join(',')}] has dimension ${d}, expected integers >= 1`);
+    }
+    n *= d;
+  }
+  return n;
+}
+
+export class Tensor {
+  readonly id = nextTensorId++;
+  readonly size: number;
+  private buffer_: GPUBuffer | null;
+
+  /** @internal use `ctx.empty`, `ctx.tensor`, `ctx.zeros` */
+  constructor(
+    readonly ctx: GpuContext,
+    buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly label: string,
+  ) {
+    this.size = shapeSize(shape, label);
+    this.buffer_ = buffer;
+  }
+
+  /** Bytes the data occupies (the pooled buffer may be larger). */
+  get byteLength(): number {
+    return this.size * bytesPerElement(this.dtype);
+  }
+
+  get disposed(): boolean {
+    return this.buffer_ === null;
+  }
+
+  /** The storage buffer; throws DisposedError after `dispose()`. `op` names the caller in the message. */
+  buffer(op = 'tensor'): GPUBuffer {
+    if (!this.buffer_) {
+      throw new DisposedError(`${op}: tensor '${this.label}' [${this.shape.join(',')}] ${this.dtype} was disposed`);
+    }
+    return this.buffer_;
+  }
+
+  /** Return the buffer to the pool. Idempotent. */
+  dispose(): void {
+    if (!this.buffer_) return;
+    this.ctx.releaseBuffer(this.buffer_);
+    this.buffer_ = null;
+  }
+
+  /** Read back as f32 (f16 tensors are widened). Submits pending work first. */
+  read(): Promise<Float32Array> {
+    return this.ctx.read(this);
+  }
+
+  /** Overwrite the contents (length must equal `size`). Ordered after work already encoded. */
+  write(data: ArrayLike<number>): void {
+    this.ctx.write(this, data);
+  }
+
+  toString(): string {
+    return `Tensor(${this.label} [${this.shape.join(',')}] ${this.dtype}${this.disposed ? ', disposed' : ''})`;
+  }
+}

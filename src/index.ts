@@ -1,0 +1,12 @@
+/**
+ * webgpu-lora: hand-written WebGPU kernels for fine-tuning with LoRA and adapters.
+ * This entry is portable (browser and Node); `webgpu-lora/node` adds Dawn.
+ */
+export { createContext, GpuContext } from './gpu/context.js';
+export type { Caps, ContextOptions, ContextStats, DispatchOptions, BindingResource, SubgroupMatrixConfig } from './gpu/context.js';
+export * from './gpu/errors.js';
+export { KernelModule } from './gpu/kernel.js';
+export type { DType, EntryInfo, BindingInfo } from './gpu/kernel.js';
+export { Tensor } from './gpu/tensor.js';
+export type { PoolStats } from './gpu/pool.js';
+export * from './kernels/matmul.js';

@@ -1,0 +1,190 @@
+// matmul.wgsl — C = act(alpha · op(A) · op(B) + beta · C + bias), batched.
+//
+// Shapes, row-major, for each batch item z < batch:
+//   op(A): [M,K], stored as A [M,K], or as [K,M] when TRANS_A
+//   op(B): [K,N], stored as B [K,N], or as [N,K] when TRANS_B
+//   C: [M,N]; bias: [N], broadcast over rows (HAS_BIAS)
+// Batch strides are in elements; a stride of 0 broadcasts that operand over the batch.
+// ACT: 0 none, 1 relu, 2 gelu (tanh approximation, as PyTorch's approximate='tanh').
+// beta = 0 never reads C, so C may hold garbage (NaN) on entry.
+//
+// Storage is T (f32, or f16 in the launcher's f16 variant); products are
+// accumulated in f32 in every version.
+//
+// Versions (entry points), compared against each other and an f64 CPU reference in tests:
+//   matmul_naive     v0  one invocation per output element.
+//   matmul_regblock  v1  register-blocked, no workgroup memory. A workgroup owns 8 rows and
+//                        RB_LANES·8 columns; every row index derives from workgroup_id alone,
+//                        so A's loads are uniform (a scalar broadcast on CPU adapters), and
+//                        lane l owns columns n0 + l + j·RB_LANES, so for each j the lanes read
+//                        B contiguously (one vector load on llvmpipe, coalesced on GPUs).
+//                        Fastest on lavapipe.
+//   matmul_tiled     v2  classic workgroup-memory tiling, 64×64 tile, 4×4 outputs per
+//                        invocation, K in steps of 16. For GPUs with fast shared memory.
+alias T = f32;
+
+struct Params {
+  M: u32,
+  N: u32,
+  K: u32,
+  batch: u32,
+  strideA: u32,
+  strideB: u32,
+  strideC: u32,
+  alpha: f32,
+  beta: f32,
+}
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override HAS_BIAS: bool = false;
+override ACT: u32 = 0u;
+// Lanes along N in matmul_regblock (the launcher picks 8..128 from N).
+override RB_LANES: u32 = 128u;
+
+@group(0) @binding(0) var<storage, read> a: array<T>;
+@group(0) @binding(1) var<storage, read> b: array<T>;
+@group(0) @binding(2) var<storage, read> bias: array<T>;
+@group(0) @binding(3) var<storage, read_write> c: array<T>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+fn a_index(base: u32, m: u32, k: u32) -> u32 {
+  if (TRANS_A) { return base + k * params.M + m; }
+  return base + m * params.K + k;
+}
+
+fn b_index(base: u32, k: u32, n: u32) -> u32 {
+  if (TRANS_B) { return base + n * params.K + k; }
+  return base + k * params.N + n;
+}
+
+fn gelu_tanh(x: f32) -> f32 {
+  // Clamp the tanh argument: some drivers return NaN for tanh of large inputs.
+  let u = clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0);
+  return 0.5 * x * (1.0 + tanh(u));
+}
+
+fn epilogue(acc: f32, ci: u32, n: u32) -> T {
+  var v = params.alpha * acc;
+  if (params.beta != 0.0) { v += params.beta * f32(c[ci]); }
+  if (HAS_BIAS) { v += f32(bias[n]); }
+  if (ACT == 1u) { v = max(v, 0.0); } else if (ACT == 2u) { v = gelu_tanh(v); }
+  return T(v);
+}
+
+// ---------------------------------------------------------------- v0: naive
+
+@compute @workgroup_size(8, 8, 1)
+fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = gid.x;
+  let m = gid.y;
+  let z = gid.z;
+  if (m >= params.M || n >= params.N) { return; }
+  let baseA = z * params.strideA;
+  let baseB = z * params.strideB;
+  var acc = 0.0;
+  for (var k = 0u; k < params.K; k++) {
+    acc += f32(a[a_index(baseA, m, k)]) * f32(b[b_index(baseB, k, n)]);
+  }
+  let ci = z * params.strideC + m * params.N + n;
+  c[ci] = epilogue(acc, ci, n);
+}
+
+// ---------------------------------------------------------------- v1: register-blocked
+
+const RB_ROWS = 8u;
+
+@compute @workgroup_size(RB_LANES, 1, 1)
+fn matmul_regblock(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let z = wid.z;
+  let m0 = wid.y * RB_ROWS;
+  let n0 = wid.x * RB_LANES * 8u + lid.x;
+  let baseA = z * params.strideA;
+  let baseB = z * params.strideB;
+  // Out-of-range rows and columns are clamped to the last one: loads stay in bounds with no
+  // branch in the inner loop, and only the stores are guarded.
+  let lastM = params.M - 1u;
+  let lastN = params.N - 1u;
+  var rows: array<u32, 8>;
+  for (var i = 0u; i < RB_ROWS; i++) { rows[i] = min(m0 + i, lastM); }
+  var cols: array<u32, 8>;
+  for (var j = 0u; j < 8u; j++) { cols[j] = min(n0 + j * RB_LANES, lastN); }
+
+  var acc0: array<vec4<f32>, 8>;  // columns j = 0..3 of each row
+  var acc1: array<vec4<f32>, 8>;  // columns j = 4..7
+  for (var k = 0u; k < params.K; k++) {
+    let b0 = vec4<f32>(f32(b[b_index(baseB, k, cols[0])]), f32(b[b_index(baseB, k, cols[1])]),
+                       f32(b[b_index(baseB, k, cols[2])]), f32(b[b_index(baseB, k, cols[3])]));
+    let b1 = vec4<f32>(f32(b[b_index(baseB, k, cols[4])]), f32(b[b_index(baseB, k, cols[5])]),
+                       f32(b[b_index(baseB, k, cols[6])]), f32(b[b_index(baseB, k, cols[7])]));
+    for (var i = 0u; i < RB_ROWS; i++) {
+      let av = f32(a[a_index(baseA, rows[i], k)]);
+      acc0[i] = fma(vec4<f32>(av), b0, acc0[i]);
+      acc1[i] = fma(vec4<f32>(av), b1, acc1[i]);
+    }
+  }
+  for (var i = 0u; i < RB_ROWS; i++) {
+    let m = m0 + i;
+    if (m >= params.M) { break; }
+    let rowC = z * params.strideC + m * params.N;
+    for (var j = 0u; j < 8u; j++) {
+      let n = n0 + j * RB_LANES;
+      if (n < params.N) {
+        var v: f32;
+        if (j < 4u) { v = acc0[i][j]; } else { v = acc1[i][j - 4u]; }
+        c[rowC + n] = epilogue(v, rowC + n, n);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- v2: workgroup-tiled
+
+const TILE = 64u;
+const TILE_K = 16u;
+var<workgroup> tileA: array<f32, 1024>;  // [TILE_K][TILE], op(A) transposed so rows are contiguous
+var<workgroup> tileB: array<f32, 1024>;  // [TILE_K][TILE]
+
+@compute @workgroup_size(16, 16, 1)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+  let z = wid.z;
+  let m0 = wid.y * TILE;
+  let n0 = wid.x * TILE;
+  let baseA = z * params.strideA;
+  let baseB = z * params.strideB;
+  var acc: array<vec4<f32>, 4>;
+  for (var k0 = 0u; k0 < params.K; k0 += TILE_K) {
+    // 256 invocations load 1024 elements of each tile, 4 each; out of range reads as 0.
+    for (var r = 0u; r < 4u; r++) {
+      let e = li + r * 256u;
+      let kk = e / TILE;
+      let mm = e % TILE;
+      let k = k0 + kk;
+      var va = 0.0;
+      if (k < params.K && m0 + mm < params.M) { va = f32(a[a_index(baseA, m0 + mm, k)]); }
+      tileA[kk * TILE + mm] = va;
+      var vb = 0.0;
+      if (k < params.K && n0 + mm < params.N) { vb = f32(b[b_index(baseB, k, n0 + mm)]); }
+      tileB[kk * TILE + mm] = vb;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TILE_K; kk++) {
+      let bv = vec4<f32>(tileB[kk * TILE + lid.x], tileB[kk * TILE + lid.x + 16u],
+                         tileB[kk * TILE + lid.x + 32u], tileB[kk * TILE + lid.x + 48u]);
+      for (var i = 0u; i < 4u; i++) {
+        acc[i] = fma(vec4<f32>(tileA[kk * TILE + lid.y + i * 16u]), bv, acc[i]);
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let m = m0 + lid.y + i * 16u;
+    if (m >= params.M) { continue; }
+    let rowC = z * params.strideC + m * params.N;
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + lid.x + j * 16u;
+      if (n < params.N) { c[rowC + n] = epilogue(acc[i][j], rowC + n, n); }
+    }
+  }
+}
