@@ -12,7 +12,7 @@ import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
 
 /** Entry points of matmul.wgsl, slowest first. */
-export const MATMUL_VERSIONS = ['naive', 'regblock', 'tiled'] as const;
+export const MATMUL_VERSIONS = ['naive', 'regblock', 'regblock4', 'tiled'] as const;
 export type MatmulVersion = (typeof MATMUL_VERSIONS)[number];
 export type Activation = 'none' | 'relu' | 'gelu';
 const ACT_CODE: Record<Activation, number> = { none: 0, relu: 1, gelu: 2 };
@@ -65,8 +65,14 @@ export function matmulModule(dtype: DType): KernelModule {
  * register blocking without workgroup memory wins by 2–3×: llvmpipe runs a
  * workgroup's lanes as SIMD loops and barriers split them into coroutines.
  */
-export function pickMatmulVersion(ctx: GpuContext, _M: number, _N: number, _K: number): MatmulVersion {
-  return ctx.caps.software ? 'regblock' : 'tiled';
+export function pickMatmulVersion(ctx: GpuContext, N: number, transB: boolean): MatmulVersion {
+  if (!ctx.caps.software) return 'tiled';
+  return regblock4Applies(N, transB) ? 'regblock4' : 'regblock';
+}
+
+/** matmul_regblock4 reads B through a vec4 view: rows of B must be whole vec4s. */
+export function regblock4Applies(N: number, transB: boolean): boolean {
+  return N % 4 === 0 && !transB;
 }
 
 /** Lanes along N for matmul_regblock: enough to cover N with 8 columns each, 8..128. */
@@ -91,7 +97,11 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
     case 'naive':
       workgroups = [Math.ceil(p.N / 8), Math.ceil(p.M / 8), p.batch];
       break;
-    case 'regblock': {
+    case 'regblock':
+    case 'regblock4': {
+      if (p.version === 'regblock4' && !regblock4Applies(p.N, p.transB)) {
+        throw new ArgumentError(`matmul: version regblock4 needs N % 4 == 0 and B not transposed (N = ${p.N}, transB = ${p.transB})`);
+      }
       const lanes = regblockLanes(p.N);
       extra = { RB_LANES: lanes };
       workgroups = [Math.ceil(p.N / (lanes * 8)), Math.ceil(p.M / 8), p.batch];
@@ -105,7 +115,7 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
   }
   ctx.dispatch(mod, `matmul_${p.version}`, {
     // With no bias the binding still needs a buffer: A is bound read-only in its place, never read.
-    bindings: { a: p.a, b: p.b, bias: p.bias ?? p.a, c: p.c },
+    bindings: { a: p.a, [p.version === 'regblock4' ? 'b4' : 'b']: p.b, bias: p.bias ?? p.a, c: p.c },
     params: {
       M: p.M,
       N: p.N,
@@ -201,7 +211,7 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
     alpha,
     beta,
     activation: opts.activation ?? 'none',
-    version: opts.version ?? pickMatmulVersion(ctx, M, N, K),
+    version: opts.version ?? pickMatmulVersion(ctx, N, transB),
   };
   // A batched A times a shared B is one taller matmul: [batch·M, K]·op(B) keeps lanes busy.
   if (batch > 1 && problem.strideB === 0 && !transA && problem.strideA === M * K) {

@@ -18,7 +18,9 @@
 //                        so A's loads are uniform (a scalar broadcast on CPU adapters), and
 //                        lane l owns columns n0 + l + j·RB_LANES, so for each j the lanes read
 //                        B contiguously (one vector load on llvmpipe, coalesced on GPUs).
-//                        Fastest on lavapipe.
+//   matmul_regblock4 v1b as v1, but lane l owns 8 contiguous columns and reads them as two
+//                        vec4 loads through a vec4 view of B (needs N % 4 == 0, B not
+//                        transposed). The default on lavapipe where it applies.
 //   matmul_tiled     v2  classic workgroup-memory tiling, 64×64 tile, 4×4 outputs per
 //                        invocation, K in steps of 16. For GPUs with fast shared memory.
 alias T = f32;
@@ -129,6 +131,52 @@ fn matmul_regblock(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     let rowC = z * params.strideC + m * params.N;
     for (var j = 0u; j < 8u; j++) {
       let n = n0 + j * RB_LANES;
+      if (n < params.N) {
+        var v: f32;
+        if (j < 4u) { v = acc0[i][j]; } else { v = acc1[i][j - 4u]; }
+        c[rowC + n] = epilogue(v, rowC + n, n);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- v1b: register-blocked, B as vec4
+
+@group(0) @binding(5) var<storage, read> b4: array<vec4<T>>;
+
+// Same tiling as v1, but lane l owns the 8 contiguous columns n0 + 8l .. 8l+7 and reads them as
+// two vec4 loads from b4 (the same buffer as b). Needs N % 4 == 0 and B not transposed.
+@compute @workgroup_size(RB_LANES, 1, 1)
+fn matmul_regblock4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let z = wid.z;
+  let m0 = wid.y * RB_ROWS;
+  let n0 = (wid.x * RB_LANES + lid.x) * 8u;
+  let baseA = z * params.strideA;
+  let lastM = params.M - 1u;
+  let N4 = params.N / 4u;
+  var rows: array<u32, 8>;
+  for (var i = 0u; i < RB_ROWS; i++) { rows[i] = min(m0 + i, lastM); }
+  let c0 = min(n0 / 4u, N4 - 1u);
+  let c1 = min(n0 / 4u + 1u, N4 - 1u);
+  var acc0: array<vec4<f32>, 8>;
+  var acc1: array<vec4<f32>, 8>;
+  var rowB = z * params.strideB / 4u;
+  for (var k = 0u; k < params.K; k++) {
+    let b0 = vec4<f32>(b4[rowB + c0]);
+    let b1 = vec4<f32>(b4[rowB + c1]);
+    rowB += N4;
+    for (var i = 0u; i < RB_ROWS; i++) {
+      let av = f32(a[a_index(baseA, rows[i], k)]);
+      acc0[i] = fma(vec4<f32>(av), b0, acc0[i]);
+      acc1[i] = fma(vec4<f32>(av), b1, acc1[i]);
+    }
+  }
+  for (var i = 0u; i < RB_ROWS; i++) {
+    let m = m0 + i;
+    if (m >= params.M) { break; }
+    let rowC = z * params.strideC + m * params.N;
+    for (var j = 0u; j < 8u; j++) {
+      let n = n0 + j;
       if (n < params.N) {
         var v: f32;
         if (j < 4u) { v = acc0[i][j]; } else { v = acc1[i][j - 4u]; }
