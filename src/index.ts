@@ -10,3 +10,5 @@ export type { DType, EntryInfo, BindingInfo } from './gpu/kernel.js';
 export { Tensor } from './gpu/tensor.js';
 export type { PoolStats } from './gpu/pool.js';
 export * from './kernels/matmul.js';
+export * from './kernels/elementwise.js';
+export * from './kernels/reduce.js';

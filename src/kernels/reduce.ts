@@ -1,0 +1,68 @@
+/**
+ * Launchers for src/wgsl/reduce.wgsl: sum and mean over the last axis or over
+ * everything, and the max absolute value (for clipping and NaN hunting).
+ *
+ * ```ts
+ * const rowSums = sum(ctx, x);              // [M,N] -> [M]
+ * const total = mean(ctx, x, 'all');        // -> [1]
+ * ```
+ */
+import type { GpuContext } from '../gpu/context.js';
+import { ArgumentError, SizeLimitError } from '../gpu/errors.js';
+import { KernelModule, type DType } from '../gpu/kernel.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { wgsl } from '../wgsl/sources.js';
+import { checkTensor, grid2d, outputTensor } from './util.js';
+
+/** Elements per row of the first pass of a whole-array reduction. */
+const CHUNK = 4096;
+
+export type ReduceAxis = -1 | 'all';
+
+export function reduceModule(dtype: DType): KernelModule {
+  return KernelModule.get('reduce.wgsl', wgsl.reduce, dtype);
+}
+
+function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: 0 | 1, scale: number, out: Tensor): void {
+  const rows = Math.ceil(n / cols);
+  ctx.dispatch(reduceModule(x.dtype), 'reduce_rows', {
+    bindings: { x, out },
+    params: { n, cols, rows, scale },
+    constants: { OP: op },
+    workgroups: grid2d(ctx, rows, 'reduce'),
+  });
+}
+
+function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op: 0 | 1, mean: boolean, out?: Tensor): Tensor {
+  const dt = checkTensor(opName, 'x', x);
+  if (axis === -1) {
+    const cols = x.shape[x.shape.length - 1]!;
+    const shape = x.shape.length > 1 ? x.shape.slice(0, -1) : [1];
+    const o = outputTensor(ctx, opName, out, shape, dt);
+    reduceRows(ctx, x, x.size, cols, op, mean ? 1 / cols : 1, o);
+    return o;
+  }
+  if (axis !== 'all') throw new ArgumentError(`${opName}: axis ${String(axis)}, expected -1 (last) or 'all'`);
+  const rows = Math.ceil(x.size / CHUNK);
+  if (rows > CHUNK) throw new SizeLimitError(`${opName}: ${x.size} elements exceed ${CHUNK * CHUNK} for a whole-array reduction`);
+  const o = outputTensor(ctx, opName, out, [1], dt);
+  const finalScale = mean ? 1 / x.size : 1;
+  if (x.size <= CHUNK) {
+    reduceRows(ctx, x, x.size, x.size, op, finalScale, o);
+    return o;
+  }
+  // Two passes: partials over chunks, then one row over the partials.
+  ctx.scope(() => {
+    const partial = ctx.empty([rows], dt, `${opName}.partial`);
+    reduceRows(ctx, x, x.size, CHUNK, op, 1, partial);
+    reduceRows(ctx, partial, rows, rows, op, finalScale, o);
+  });
+  return o;
+}
+
+/** Sum over the last axis ([..., N] -> [...]; [N] -> [1]) or over everything (-> [1]). */
+export const sum = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('sum', ctx, x, axis, 0, false, out);
+/** Mean over the last axis or over everything. */
+export const mean = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('mean', ctx, x, axis, 0, true, out);
+/** max |x| over the last axis or over everything. */
+export const maxAbs = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('maxAbs', ctx, x, axis, 1, false, out);

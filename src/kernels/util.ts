@@ -1,0 +1,43 @@
+/** Small helpers shared by launchers. */
+import type { GpuContext } from '../gpu/context.js';
+import { DTypeError, ShapeError, SizeLimitError } from '../gpu/errors.js';
+import type { DType } from '../gpu/kernel.js';
+import type { Tensor } from '../gpu/tensor.js';
+
+/** Workgroups covering `groups` in a 2-D grid, x at most maxComputeWorkgroupsPerDimension. */
+export function grid2d(ctx: GpuContext, groups: number, op: string): [number, number, number] {
+  const max = ctx.caps.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+  if (groups <= max) return [groups, 1, 1];
+  const y = Math.ceil(groups / max);
+  if (y > max) throw new SizeLimitError(`${op}: ${groups} workgroups exceed ${max}² (maxComputeWorkgroupsPerDimension squared)`);
+  return [Math.ceil(groups / y), y, 1];
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+export function fmtShape(s: readonly number[]): string {
+  return `[${s.join(',')}]`;
+}
+
+/** Check `t` is live and has dtype `dtype` (when given); returns its dtype. */
+export function checkTensor(op: string, name: string, t: Tensor, dtype?: DType): DType {
+  t.buffer(`${op}: ${name}`);
+  if (dtype && t.dtype !== dtype) throw new DTypeError(`${op}: ${name} is ${t.dtype}, expected ${dtype}`);
+  return t.dtype;
+}
+
+/** The output tensor: `out` checked against shape and dtype, or a new one. */
+export function outputTensor(
+  ctx: GpuContext,
+  op: string,
+  out: Tensor | undefined,
+  shape: readonly number[],
+  dtype: DType,
+): Tensor {
+  if (!out) return ctx.empty(shape, dtype, `${op}.out`);
+  checkTensor(op, 'out', out, dtype);
+  if (!sameShape(out.shape, shape)) throw new ShapeError(`${op}: out has shape ${fmtShape(out.shape)}, expected ${fmtShape(shape)}`);
+  return out;
+}

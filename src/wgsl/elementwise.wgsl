@@ -1,0 +1,124 @@
+// elementwise.wgsl — one invocation per element over flat arrays of n elements.
+//
+// out, x, y: [n] (any shape, flattened); y may be shorter and is then broadcast by
+// repetition: y[i % ny] (a bias [N] over rows of an [M,N] x has ny = N).
+// Arithmetic is in f32 whatever the storage type T.
+// Dispatches are 2-D (x up to 65535 workgroups, then y) so n may exceed 65535·256.
+//
+// Entries: fill, copy, add, sub, mul, scale, axpy (y += alpha·x, in place),
+//          relu, relu_backward, gelu, gelu_backward (tanh approximation),
+//          cast_to_t (f32 -> T), cast_from_t (T -> f32).
+alias T = f32;
+
+struct Params {
+  n: u32,
+  ny: u32,
+  alpha: f32,
+}
+
+const WG = 256u;
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> y: array<T>;
+@group(0) @binding(2) var<storage, read> x32: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(4) var<storage, read_write> out32: array<f32>;
+@group(0) @binding(5) var<storage, read_write> acc: array<T>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return gid.x + gid.y * nwg.x * WG;
+}
+
+fn gelu_tanh(v: f32) -> f32 {
+  // Clamp the tanh argument: some drivers return NaN for tanh of large inputs.
+  let u = clamp(0.7978845608028654 * (v + 0.044715 * v * v * v), -15.0, 15.0);
+  return 0.5 * v * (1.0 + tanh(u));
+}
+
+fn gelu_tanh_grad(v: f32) -> f32 {
+  let c = 0.7978845608028654;
+  let u = clamp(c * (v + 0.044715 * v * v * v), -15.0, 15.0);
+  let t = tanh(u);
+  return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * v * v);
+}
+
+@compute @workgroup_size(WG)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(params.alpha); }
+}
+
+@compute @workgroup_size(WG)
+fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = x[i]; }
+}
+
+@compute @workgroup_size(WG)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(f32(x[i]) + f32(y[i % params.ny])); }
+}
+
+@compute @workgroup_size(WG)
+fn sub(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(f32(x[i]) - f32(y[i % params.ny])); }
+}
+
+@compute @workgroup_size(WG)
+fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(f32(x[i]) * f32(y[i % params.ny])); }
+}
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(params.alpha * f32(x[i])); }
+}
+
+@compute @workgroup_size(WG)
+fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { acc[i] = T(fma(params.alpha, f32(x[i]), f32(acc[i]))); }
+}
+
+@compute @workgroup_size(WG)
+fn relu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(max(f32(x[i]), 0.0)); }
+}
+
+// dx = dy where x > 0, else 0 (the subgradient at 0 is 0, as in PyTorch). x: input, y: dy.
+@compute @workgroup_size(WG)
+fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = select(T(0.0), y[i], f32(x[i]) > 0.0); }
+}
+
+@compute @workgroup_size(WG)
+fn gelu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(gelu_tanh(f32(x[i]))); }
+}
+
+// dx = dy · gelu'(x). x: input, y: dy.
+@compute @workgroup_size(WG)
+fn gelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(f32(y[i]) * gelu_tanh_grad(f32(x[i]))); }
+}
+
+@compute @workgroup_size(WG)
+fn cast_to_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out[i] = T(x32[i]); }
+}
+
+@compute @workgroup_size(WG)
+fn cast_from_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i < params.n) { out32[i] = f32(x[i]); }
+}
