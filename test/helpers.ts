@@ -53,6 +53,7 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
   for (let i = 0; i < actual.length; i++) {
     const a = actual[i]!;
     const e = expected[i]!;
+    if (a === e) continue; // also equal infinities
     const err = Math.abs(a - e);
     if (!(err <= tol.atol + tol.rtol * Math.abs(e))) {
       nBad++;

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { create } from 'webgpu';
+import { createContext as createPortable, type GpuContext } from '../../src/gpu/context.js';
+import { DeviceError, DisposedError, KernelCompileError } from '../../src/gpu/errors.js';
+import { KernelModule } from '../../src/gpu/kernel.js';
+import { createContext, DAWN_FLAGS } from '../../src/gpu/node.js';
+import { add, copy } from '../../src/kernels/elementwise.js';
+import { matmul } from '../../src/kernels/matmul.js';
+import { testContext } from '../helpers.js';
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await testContext();
+});
+afterAll(() => ctx.destroy());
+
+describe('context', () => {
+  it('reports capabilities: features, raised limits, adapter info, subgroup sizes', () => {
+    const c = ctx.caps;
+    expect(c.adapter.description.length + c.adapter.vendor.length).toBeGreaterThan(0);
+    expect(c.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(128 * 1024 * 1024);
+    expect(c.limits.maxComputeWorkgroupStorageSize).toBeGreaterThanOrEqual(16384);
+    expect(c.f16).toBe(c.features.has('shader-f16'));
+    if (c.subgroups) expect(c.subgroupMinSize).toBeGreaterThan(0);
+    expect(Array.isArray(c.subgroupMatrixConfigs)).toBe(true);
+    console.log(`adapter: ${c.adapter.description || c.adapter.device} (software: ${c.software}); features: ${[...c.features].filter((f) => /f16|subgroup|timestamp/.test(f)).join(', ')}`);
+  });
+
+  it('leaves optional features off when asked, and f16 is then refused (the fallback path)', async () => {
+    const plain = await createContext({ disableFeatures: ['shader-f16'] });
+    try {
+      expect(plain.caps.f16).toBe(false);
+      expect(() => plain.empty([4], 'f16', 'h')).toThrow(/h: dtype f16 needs the shader-f16 feature/);
+      const x = plain.tensor([1, 2, 3], [3]);
+      expect(Array.from(await copy(plain, x).read())).toEqual([1, 2, 3]);
+    } finally {
+      plain.destroy();
+    }
+  });
+
+  it('wraps a device it did not create (createContext({ device }), as in a browser)', async () => {
+    const gpu = create(DAWN_FLAGS);
+    const adapter = await gpu.requestAdapter();
+    const device = await adapter!.requestDevice();
+    const c = await createPortable({ device, keepAlive: gpu });
+    try {
+      expect(c.device).toBe(device);
+      const y = add(c, c.tensor([1, 2], [2]), c.tensor([10, 20], [2]));
+      expect(Array.from(await y.read())).toEqual([11, 22]);
+    } finally {
+      c.destroy();
+    }
+  });
+
+  it('encodes many dispatches into one submit; read() submits once', async () => {
+    const before = { ...ctx.stats };
+    const out = ctx.scope(() => {
+      let x = ctx.tensor(new Array(64).fill(0.5), [8, 8]);
+      for (let i = 0; i < 10; i++) x = matmul(ctx, x, x);
+      return x;
+    });
+    expect(ctx.stats.submits).toBe(before.submits); // nothing submitted while encoding
+    await out.read();
+    expect(ctx.stats.submits).toBe(before.submits + 1);
+    expect(ctx.stats.dispatches).toBe(before.dispatches + 10);
+    out.dispose();
+  });
+
+  it('orders a write after work already encoded that reads the old contents', async () => {
+    await ctx.scopeAsync(async () => {
+      const x = ctx.tensor([1, 2, 3], [3]);
+      const before = copy(ctx, x);
+      x.write([7, 8, 9]);
+      const after = copy(ctx, x);
+      expect(Array.from(await before.read())).toEqual([1, 2, 3]);
+      expect(Array.from(await after.read())).toEqual([7, 8, 9]);
+    });
+  });
+
+  it('does not hand out a buffer released mid-step before the step is submitted', async () => {
+    await ctx.scopeAsync(async () => {
+      const a = ctx.tensor([1, 2, 3, 4], [4]);
+      const b = copy(ctx, a); // encoded, not submitted
+      a.dispose();
+      const c = ctx.tensor([9, 9, 9, 9], [4]); // same size class: must not reuse a's buffer yet
+      expect(Array.from(await b.read())).toEqual([1, 2, 3, 4]);
+      expect(Array.from(await c.read())).toEqual([9, 9, 9, 9]);
+    });
+  });
+
+  it('scopes dispose what they made and keep what they return; live bytes stay flat over a loop', async () => {
+    const w = ctx.tensor(new Array(32 * 32).fill(0.01), [32, 32]);
+    const start = ctx.memory();
+    let x = ctx.tensor(new Array(32 * 32).fill(1), [32, 32]);
+    const created: number[] = [];
+    const live: number[] = [];
+    for (let step = 0; step < 200; step++) {
+      const prev = x;
+      x = ctx.scope(() => add(ctx, matmul(ctx, prev, w), prev));
+      prev.dispose();
+      if (step % 20 === 19) {
+        await ctx.sync();
+        live.push(ctx.memory().liveBytes);
+        created.push(ctx.memory().created);
+      }
+    }
+    expect(new Set(live).size).toBe(1); // the same live bytes after every checked step
+    expect(ctx.memory().liveBytes - start.liveBytes).toBe(4096); // only x ([32,32] f32) outlives the loop
+    expect(created[created.length - 1]).toBe(created[0]); // buffers are reused, not created
+    x.dispose();
+    w.dispose();
+    expect(ctx.memory().liveBytes).toBe(start.liveBytes - 4096);
+  });
+
+  it('keep() moves a tensor out of its scope', () => {
+    let kept!: ReturnType<GpuContext['empty']>;
+    let dropped!: ReturnType<GpuContext['empty']>;
+    ctx.scope(() => {
+      kept = ctx.keep(ctx.empty([4]));
+      dropped = ctx.empty([4]);
+    });
+    expect(kept.disposed).toBe(false);
+    expect(dropped.disposed).toBe(true);
+    kept.dispose();
+  });
+
+  it('throws a KernelCompileError with file:line:col for WGSL that does not compile', async () => {
+    const bad = KernelModule.get(
+      'bad.wgsl',
+      '@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(1)\nfn main() { let x: u32 = 1.5; out[0] = f32(x); }\n',
+    );
+    await expect(ctx.compile(bad)).rejects.toThrow(KernelCompileError);
+    await expect(ctx.compile(bad)).resolves.toBeUndefined(); // reported once, then cached
+    const again = KernelModule.get('bad2.wgsl', bad.code.replace('main', 'main2'));
+    ctx.dispatch(again, 'main2', { bindings: { out: ctx.empty([1]) }, workgroups: [1] });
+    await expect(ctx.sync()).rejects.toThrow(/bad2\.wgsl:3:\d+: .*abstract-float/);
+  });
+
+  it('turns an error the device reports (validation) into a thrown DeviceError at the next sync', async () => {
+    const tooWide = KernelModule.get(
+      'wide.wgsl',
+      '@group(0) @binding(0) var<storage, read_write> out: array<f32>;\n@compute @workgroup_size(4096)\nfn main() { out[0] = 1.0; }\n',
+    );
+    const t = ctx.empty([1]);
+    ctx.dispatch(tooWide, 'main', { bindings: { out: t }, workgroups: [1] });
+    await expect(ctx.sync()).rejects.toThrow(DeviceError);
+    await ctx.sync(); // the error was reported once; the context goes on
+    t.dispose();
+  });
+
+  it('refuses work after destroy()', async () => {
+    const c = await createContext();
+    const t = c.tensor([1], [1]);
+    c.destroy();
+    expect(() => c.empty([1])).toThrow(DisposedError);
+    expect(() => copy(c, t)).toThrow(/context was destroyed|disposed/);
+  });
+});

@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GpuContext } from '../../src/gpu/context.js';
+import { roundHalf } from '../../src/gpu/half.js';
+import type { DType } from '../../src/gpu/kernel.js';
+import { add, axpy, cast, copy, fill, gelu, geluBackward, mul, relu, reluBackward, scale, sub } from '../../src/kernels/elementwise.js';
+import { binaryRef, geluTanhGradRef, geluTanhRef, mapRef } from '../../src/kernels/elementwise.ref.js';
+import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await testContext();
+});
+afterAll(() => ctx.destroy());
+
+const SIZES = [1, 7, 255, 256, 257, 1031, 65537];
+
+function dtypes(): DType[] {
+  return ctx.caps.f16 ? ['f32', 'f16'] : ['f32'];
+}
+
+function rounded(n: number, seed: number, dtype: DType, lo = -3, hi = 3): number[] {
+  const round = dtype === 'f16' ? roundHalf : Math.fround;
+  return Array.from(randomArray(n, rng(seed), lo, hi), round);
+}
+
+describe('elementwise kernels against the f64 reference', () => {
+  it('fill, copy, scale, relu, gelu over sizes around the workgroup size', async () => {
+    for (const dtype of dtypes()) {
+      for (const n of SIZES) {
+        const x = rounded(n, n, dtype);
+        await ctx.scopeAsync(async () => {
+          const X = ctx.tensor(x, [n], dtype);
+          const F = fill(ctx, ctx.empty([n], dtype), 2.5);
+          expectClose(await F.read(), new Array(n).fill(2.5), TOL[dtype], `fill ${dtype} n=${n}`);
+          expectClose(await copy(ctx, X).read(), x, { atol: 0, rtol: 0 }, `copy ${dtype} n=${n}`);
+          expectClose(await scale(ctx, X, -0.5).read(), mapRef(x, (v) => -0.5 * v), TOL[dtype], `scale ${dtype} n=${n}`);
+          expectClose(await relu(ctx, X).read(), mapRef(x, (v) => Math.max(v, 0)), TOL[dtype], `relu ${dtype} n=${n}`);
+          expectClose(await gelu(ctx, X).read(), mapRef(x, geluTanhRef), TOL[dtype], `gelu ${dtype} n=${n}`);
+        });
+      }
+    }
+  });
+
+  it('add, sub, mul with equal shapes and with a broadcast suffix', async () => {
+    for (const dtype of dtypes()) {
+      for (const [xs, ys] of [
+        [[257], [257]],
+        [[13, 17], [17]],
+        [[3, 5, 7], [5, 7]],
+        [[1, 1], [1]],
+      ] as const) {
+        const nx = xs.reduce((a, b) => a * b, 1);
+        const ny = ys.reduce((a, b) => a * b, 1);
+        const x = rounded(nx, nx + 1, dtype);
+        const y = rounded(ny, ny + 2, dtype);
+        await ctx.scopeAsync(async () => {
+          const X = ctx.tensor(x, xs, dtype);
+          const Y = ctx.tensor(y, ys, dtype);
+          for (const [op, f] of [['add', add], ['sub', sub], ['mul', mul]] as const) {
+            const out = f(ctx, X, Y);
+            expect(out.shape).toEqual(xs);
+            expectClose(await out.read(), binaryRef(op, x, y), TOL[dtype], `${op} ${dtype} [${xs}] [${ys}]`);
+          }
+        });
+      }
+    }
+  });
+
+  it('axpy updates y in place', async () => {
+    const x = rounded(1000, 1, 'f32');
+    const y = rounded(1000, 2, 'f32');
+    await ctx.scopeAsync(async () => {
+      const Y = ctx.tensor(y, [1000]);
+      const ret = axpy(ctx, -0.25, ctx.tensor(x, [1000]), Y);
+      expect(ret).toBe(Y);
+      expectClose(await Y.read(), mapRef(y, (v, i) => v - 0.25 * x[i]!), TOL.f32, 'axpy');
+    });
+  });
+
+  it('relu and gelu backward match the reference and finite differences of the forward', async () => {
+    const n = 513;
+    const x = rounded(n, 3, 'f32', -4, 4).map((v) => (Math.abs(v) < 1e-2 ? 0.5 : v)); // keep relu away from its kink
+    const dy = rounded(n, 4, 'f32');
+    const h = 1e-4;
+    const fd = (f: (v: number) => number) => mapRef(x, (v, i) => (dy[i]! * (f(v + h) - f(v - h))) / (2 * h));
+    await ctx.scopeAsync(async () => {
+      const X = ctx.tensor(x, [n]);
+      const DY = ctx.tensor(dy, [n]);
+      const dRelu = await reluBackward(ctx, X, DY).read();
+      const dGelu = await geluBackward(ctx, X, DY).read();
+      expectClose(dRelu, mapRef(x, (v, i) => (v > 0 ? dy[i]! : 0)), TOL.f32, 'relu_backward vs reference');
+      expectClose(dGelu, mapRef(x, (v, i) => dy[i]! * geluTanhGradRef(v)), TOL.f32, 'gelu_backward vs reference');
+      expectClose(dRelu, fd((v) => Math.max(v, 0)), { atol: 1e-4, rtol: 1e-3 }, 'relu_backward vs finite differences');
+      expectClose(dGelu, fd(geluTanhRef), { atol: 1e-4, rtol: 1e-3 }, 'gelu_backward vs finite differences');
+    });
+  });
+
+  it('gelu stays finite for large inputs (tanh argument is clamped)', async () => {
+    const x = [-1e4, -100, -20, 20, 100, 1e4];
+    const got = await ctx.scopeAsync(() => gelu(ctx, ctx.tensor(x, [6])).read());
+    expectClose(got, mapRef(x, geluTanhRef), TOL.f32, 'gelu large');
+  });
+
+  it('casts f32 <-> f16 (where the adapter has shader-f16)', async () => {
+    if (!ctx.caps.f16) {
+      // The fallback: f16 is refused with a typed error naming the feature.
+      expect(() => ctx.empty([4], 'f16')).toThrow(/shader-f16/);
+      return;
+    }
+    // In range only: WGSL leaves the conversion of an out-of-range f32 to f16 indeterminate.
+    const x = [0, 1, -2.5, 65504, 1e-7, 3.14159, -60000];
+    await ctx.scopeAsync(async () => {
+      const H = cast(ctx, ctx.tensor(x, [7]), 'f16');
+      expect(H.dtype).toBe('f16');
+      expectClose(await H.read(), x.map(roundHalf), { atol: 0, rtol: 0 }, 'cast to f16 rounds to nearest');
+      const back = cast(ctx, H, 'f32');
+      expect(back.dtype).toBe('f32');
+      expectClose(await back.read(), x.map(roundHalf), { atol: 0, rtol: 0 }, 'cast back to f32');
+    });
+  });
+
+  it('covers more than 65535 workgroups with a 2-D grid', async () => {
+    const n = 65535 * 256 + 1000;
+    await ctx.scopeAsync(async () => {
+      const t = fill(ctx, ctx.empty([n]), 1.5);
+      const got = await scale(ctx, t, 2).read();
+      expect(got.length).toBe(n);
+      expect(got[0]).toBe(3);
+      expect(got[n - 1]).toBe(3);
+      expect(got[65535 * 256 + 17]).toBe(3);
+    });
+  });
+});
