@@ -49,8 +49,8 @@ describe('elementwise kernels against the f64 reference', () => {
         [[3, 5, 7], [5, 7]],
         [[1, 1], [1]],
       ] as const) {
-        const nx = xs.reduce((a, b) => a * b, 1);
-        const ny = ys.reduce((a, b) => a * b, 1);
+        const nx = xs.reduce((a: number, b: number) => a * b, 1);
+        const ny = ys.reduce((a: number, b: number) => a * b, 1);
         const x = rounded(nx, nx + 1, dtype);
         const y = rounded(ny, ny + 2, dtype);
         await ctx.scopeAsync(async () => {

@@ -1,0 +1,171 @@
+/**
+ * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,dispatch,elementwise,peers]
+ *
+ * Prints one table (wall and GPU medians, GFLOP/s or GB/s) and writes
+ * bench/results/<adapter>.json. Wall times of matmul rows include reading C back,
+ * for ours and the peers alike; GPU times come from timestamp queries.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { GpuContext } from '../src/gpu/context.js';
+import { KernelModule, type DType } from '../src/gpu/kernel.js';
+import { createContext } from '../src/gpu/node.js';
+import type { Tensor } from '../src/gpu/tensor.js';
+import { copy, fill } from '../src/kernels/elementwise.js';
+import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';
+import { sum } from '../src/kernels/reduce.js';
+import { median, printTable, type Row, wallTime } from './lib.js';
+import { jaxMatmul, tfjsMatmul } from './peers.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '128,256,512,1024' },
+    large: { type: 'boolean', default: false },
+    suites: { type: 'string', default: 'matmul,dispatch,elementwise,peers' },
+    versions: { type: 'string', default: MATMUL_VERSIONS.join(',') },
+    'max-time': { type: 'string', default: '1.5' },
+    f16: { type: 'boolean', default: false },
+    out: { type: 'string' },
+  },
+});
+const sizes = args.sizes!.split(',').map(Number);
+if (args.large) sizes.push(2048, 4096);
+const suites = new Set(args.suites!.split(','));
+const maxTime = Number(args['max-time']);
+
+async function gpuTime(ctx: GpuContext, encode: () => void, reps = 5): Promise<number | null> {
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const ns = await ctx.timeGpu(encode);
+    if (ns === null) return null;
+    ts.push(ns / 1e6);
+  }
+  return median(ts);
+}
+
+async function matmulSuite(ctx: GpuContext, rows: Row[], dtype: DType): Promise<void> {
+  const versions = args.versions!.split(',') as MatmulVersion[];
+  for (const S of sizes) {
+    const a = ctx.tensor(Float32Array.from({ length: S * S }, () => Math.random() - 0.5), [S, S], dtype);
+    const b = ctx.tensor(Float32Array.from({ length: S * S }, () => Math.random() - 0.5), [S, S], dtype);
+    const c = ctx.empty([S, S], dtype);
+    const def = pickMatmulVersion(ctx, S, false);
+    for (const version of versions) {
+      if (version === 'regblock4' && !regblock4Applies(S, false)) continue;
+      // The naive version needs seconds per run past 1024 on a CPU adapter.
+      if (version === 'naive' && S > 1024 && ctx.caps.software) continue;
+      const encode = () => void matmul(ctx, a, b, { version, out: c });
+      encode();
+      await ctx.sync();
+      const gpuMs = await gpuTime(ctx, encode);
+      const wallMs = await wallTime(`matmul ${version} ${S}`, async () => {
+        encode();
+        await c.read();
+      }, maxTime);
+      rows.push({
+        suite: `matmul ${dtype}`,
+        name: `${version} ${S}^3${version === def ? ' (default)' : ''}`,
+        work: { flops: 2 * S ** 3 },
+        wallMs,
+        gpuMs,
+      });
+      console.error(`  matmul ${dtype} ${version} ${S}: gpu ${gpuMs?.toFixed(2)} ms, wall ${wallMs.toFixed(2)} ms`);
+    }
+    for (const t of [a, b, c]) t.dispose();
+  }
+}
+
+async function dispatchSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
+  const mod = KernelModule.get('noop.wgsl', readFileSync(join(here, 'noop.wgsl'), 'utf8'));
+  const out = ctx.empty([64]);
+  const noop = () => ctx.dispatch(mod, 'noop', { bindings: { out }, params: { n: 1 << 30 }, workgroups: [1] });
+  noop();
+  await ctx.sync();
+  const N = 500;
+  const onePass = await wallTime('noop x500 one submit', async () => {
+    for (let i = 0; i < N; i++) noop();
+    await ctx.sync();
+  }, maxTime);
+  const eachSubmit = await wallTime('noop x100 submit each', async () => {
+    for (let i = 0; i < 100; i++) {
+      noop();
+      ctx.flush();
+    }
+    await ctx.sync();
+  }, maxTime);
+  const roundTrip = await wallTime('noop submit and wait', async () => {
+    noop();
+    await ctx.sync();
+  }, maxTime);
+  rows.push({ suite: 'dispatch', name: 'no-op, 500 in one submit (per dispatch)', wallMs: onePass / N, gpuMs: null });
+  rows.push({ suite: 'dispatch', name: 'no-op, a submit each (per dispatch)', wallMs: eachSubmit / 100, gpuMs: null });
+  rows.push({ suite: 'dispatch', name: 'no-op, submit-and-wait round trip', wallMs: roundTrip, gpuMs: null });
+  out.dispose();
+}
+
+async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
+  const n = 8 * 1024 * 1024;
+  const x = fill(ctx, ctx.empty([n]), 1);
+  const y = ctx.empty([n]);
+  const s = ctx.empty([1]);
+  const cases: [string, () => void, number][] = [
+    ['buffer copy (copyBufferToBuffer), 32 MiB', () => ctx.encoder().copyBufferToBuffer(x.buffer(), 0, y.buffer(), 0, n * 4), 2 * n * 4],
+    ['copy kernel, 8M f32', () => void copy(ctx, x, y), 2 * n * 4],
+    ['fill kernel, 8M f32', () => void fill(ctx, y, 2), n * 4],
+    ['sum all, 8M f32', () => void sum(ctx, x, 'all', s), n * 4],
+  ];
+  for (const [name, encode, bytes] of cases) {
+    encode();
+    await ctx.sync();
+    // Copies are outside a compute pass, so timestamps do not see them: time them by wall clock.
+    const isCopy = name.startsWith('buffer copy');
+    const gpuMs = isCopy ? null : await gpuTime(ctx, encode);
+    const wallMs = await wallTime(name, async () => {
+      encode();
+      await ctx.sync();
+    }, maxTime);
+    rows.push({ suite: 'memory', name, work: { bytes }, wallMs, gpuMs });
+  }
+  for (const t of [x, y, s]) t.dispose();
+}
+
+async function main(): Promise<void> {
+  const ctx = await createContext();
+  const caps = ctx.caps;
+  const adapter = caps.adapter.description || `${caps.adapter.vendor} ${caps.adapter.device}`;
+  console.log(`adapter: ${adapter}; software: ${caps.software}; f16: ${caps.f16}; subgroups: ${caps.subgroups}; timestamps: ${caps.timestampQuery}`);
+  const rows: Row[] = [];
+  if (suites.has('dispatch')) await dispatchSuite(ctx, rows);
+  if (suites.has('matmul')) {
+    await matmulSuite(ctx, rows, 'f32');
+    if (args.f16 && caps.f16) await matmulSuite(ctx, rows, 'f16');
+  }
+  if (suites.has('elementwise')) await elementwiseSuite(ctx, rows);
+  if (suites.has('peers')) {
+    for (const [name, peer] of [['tfjs-webgpu', tfjsMatmul], ['jax-js', jaxMatmul]] as const) {
+      try {
+        rows.push(...(await peer(sizes, maxTime)));
+      } catch (e) {
+        console.error(`peer ${name} failed: ${(e as Error).message}`);
+        rows.push({ suite: 'matmul f32', name: `${name} (failed)`, wallMs: NaN, gpuMs: null, note: (e as Error).message.slice(0, 80) });
+      }
+    }
+  }
+  printTable(rows);
+  const slug = adapter.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60) || 'unknown';
+  const file = args.out ?? join(here, 'results', `${slug}.json`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(
+    file,
+    JSON.stringify({ adapter: caps.adapter, software: caps.software, date: new Date().toISOString(), node: process.version, sizes, rows }, null, 2) + '\n',
+  );
+  console.log(`wrote ${file}`);
+  ctx.destroy();
+  // Peers keep their own devices alive; the run is over.
+  setTimeout(() => process.exit(0), 100);
+}
+
+await main();
