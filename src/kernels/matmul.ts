@@ -54,6 +54,53 @@ export interface MatmulProblem {
   beta: number;
   activation: Activation;
   version: MatmulVersion;
+  /** Epilogue C += scale · U·Vᵀ, U [M,rank], V [N,rank] (or [rank,N] when vTransposed); batch must be 1. */
+  lowRank?: LowRankTerm;
+  /** Write frozen entries as 0 (mode 1: row/column masks, 2: element bits) and/or visit only listed tiles. */
+  mask?: OutputMask;
+}
+
+export interface LowRankTerm {
+  u: Tensor;
+  v: Tensor;
+  rank: number;
+  scale: number;
+  vTransposed: boolean;
+}
+
+/** Masks and tile list in one u32 buffer, offsets in u32 words (see matmul.wgsl). */
+export interface OutputMask {
+  aux: GPUBuffer;
+  mode: 0 | 1 | 2;
+  maskRows: number;
+  maskCols: number;
+  maskBits: number;
+  /** Offset of the (tile row, tile column) pairs, and their count; null visits every tile. */
+  tileList: number;
+  tileCount: number | null;
+}
+
+/** Rows and columns of C one workgroup of `version` computes (the unit of a tile list). */
+export function matmulTileShape(version: MatmulVersion, N: number): { rows: number; cols: number } {
+  switch (version) {
+    case 'naive':
+      return { rows: 8, cols: 8 };
+    case 'tiled':
+      return { rows: 64, cols: 64 };
+    default:
+      return { rows: 8, cols: regblockLanes(N) * 8 };
+  }
+}
+
+const dummies = new WeakMap<GpuContext, GPUBuffer>();
+/** A small u32 storage buffer bound where a kernel's optional aux binding is unused. */
+function dummyAux(ctx: GpuContext): GPUBuffer {
+  let d = dummies.get(ctx);
+  if (!d) {
+    d = ctx.device.createBuffer({ size: 16, usage: 0x0080 | 0x0008, label: 'matmul aux (unused)' });
+    dummies.set(ctx, d);
+  }
+  return d;
 }
 
 export function matmulModule(dtype: DType): KernelModule {
@@ -85,37 +132,42 @@ export function regblockLanes(N: number): number {
 /** Encode one matmul over explicit strides (no allocation). */
 export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
   const mod = matmulModule(p.a.dtype);
+  const lr = p.lowRank;
+  const mask = p.mask;
+  if (lr && p.batch !== 1) throw new ArgumentError(`matmul: a low-rank epilogue needs batch 1, got ${p.batch}`);
   const constants = {
     TRANS_A: p.transA,
     TRANS_B: p.transB,
     HAS_BIAS: p.bias !== undefined,
     ACT: ACT_CODE[p.activation],
+    LORA: lr !== undefined,
+    LR_VT: lr?.vTransposed ?? false,
+    MASK: mask?.mode ?? 0,
+    TILES: mask !== undefined && mask.tileCount !== null,
   };
-  let workgroups: [number, number, number];
-  let extra: Record<string, number> = {};
-  switch (p.version) {
-    case 'naive':
-      workgroups = [Math.ceil(p.N / 8), Math.ceil(p.M / 8), p.batch];
-      break;
-    case 'regblock':
-    case 'regblock4': {
-      if (p.version === 'regblock4' && !regblock4Applies(p.N, p.transB)) {
-        throw new ArgumentError(`matmul: version regblock4 needs N % 4 == 0 and B not transposed (N = ${p.N}, transB = ${p.transB})`);
-      }
-      const lanes = regblockLanes(p.N);
-      extra = { RB_LANES: lanes };
-      workgroups = [Math.ceil(p.N / (lanes * 8)), Math.ceil(p.M / 8), p.batch];
-      break;
-    }
-    case 'tiled':
-      workgroups = [Math.ceil(p.N / 64), Math.ceil(p.M / 64), p.batch];
-      break;
-    default:
-      throw new ArgumentError(`matmul: version '${String(p.version)}', expected one of ${MATMUL_VERSIONS.join(', ')}`);
+  if (p.version === 'regblock4' && !regblock4Applies(p.N, p.transB)) {
+    throw new ArgumentError(`matmul: version regblock4 needs N % 4 == 0 and B not transposed (N = ${p.N}, transB = ${p.transB})`);
   }
+  if (!MATMUL_VERSIONS.includes(p.version)) {
+    throw new ArgumentError(`matmul: version '${String(p.version)}', expected one of ${MATMUL_VERSIONS.join(', ')}`);
+  }
+  const tile = matmulTileShape(p.version, p.N);
+  const extra: Record<string, number> = p.version === 'regblock' || p.version === 'regblock4' ? { RB_LANES: tile.cols / 8 } : {};
+  const workgroups: [number, number, number] =
+    mask && mask.tileCount !== null
+      ? [mask.tileCount, 1, p.batch]
+      : [Math.ceil(p.N / tile.cols), Math.ceil(p.M / tile.rows), p.batch];
   ctx.dispatch(mod, `matmul_${p.version}`, {
-    // With no bias the binding still needs a buffer: A is bound read-only in its place, never read.
-    bindings: { a: p.a, [p.version === 'regblock4' ? 'b4' : 'b']: p.b, bias: p.bias ?? p.a, c: p.c },
+    // Unused optional bindings still need buffers: A is bound read-only in their place, never read.
+    bindings: {
+      a: p.a,
+      [p.version === 'regblock4' ? 'b4' : 'b']: p.b,
+      bias: p.bias ?? p.a,
+      c: p.c,
+      lr_u: lr?.u ?? p.a,
+      lr_v: lr?.v ?? p.a,
+      aux: mask?.aux ?? dummyAux(ctx),
+    },
     params: {
       M: p.M,
       N: p.N,
@@ -126,6 +178,12 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
       strideC: p.strideC,
       alpha: p.alpha,
       beta: p.beta,
+      rank: lr?.rank ?? 0,
+      lrScale: lr?.scale ?? 0,
+      maskRows: mask?.maskRows ?? 0,
+      maskCols: mask?.maskCols ?? 0,
+      maskBits: mask?.maskBits ?? 0,
+      tileList: mask?.tileList ?? 0,
     },
     constants: { ...constants, ...extra },
     workgroups,

@@ -8,6 +8,15 @@
 // ACT: 0 none, 1 relu, 2 gelu (tanh approximation, as PyTorch's approximate='tanh').
 // beta = 0 never reads C, so C may hold garbage (NaN) on entry.
 //
+// Optional epilogue terms, all applied in the same pass over C:
+//   LORA   C += lrScale · U·Vᵀ with U [M,rank] and V [N,rank] (or [rank,N] when LR_VT): the
+//          low-rank update of a LoRA layer, y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, added without materialising
+//          B·A; with LR_VT it is dx = dy·W + du·A. Needs batch = 1 (the launcher folds batches).
+//   MASK   frozen entries are written as exactly 0: 1 = row mask [M] and column mask [N]
+//          (an entry is trainable when both are nonzero), 2 = one bit per element of [M,N].
+//   TILES  workgroups visit only the output tiles listed in aux (pairs tile_row, tile_col),
+//          so a gradient whose tiles are mostly frozen costs work only for the trainable ones.
+//
 // Storage is T (f32, or f16 in the launcher's f16 variant); products are
 // accumulated in f32 in every version.
 //
@@ -35,6 +44,12 @@ struct Params {
   strideC: u32,
   alpha: f32,
   beta: f32,
+  rank: u32,
+  lrScale: f32,
+  maskRows: u32,
+  maskCols: u32,
+  maskBits: u32,
+  tileList: u32,
 }
 
 override TRANS_A: bool = false;
@@ -43,12 +58,30 @@ override HAS_BIAS: bool = false;
 override ACT: u32 = 0u;
 // Lanes along N in matmul_regblock (the launcher picks 8..128 from N).
 override RB_LANES: u32 = 128u;
+override LORA: bool = false;
+override LR_VT: bool = false;
+override MASK: u32 = 0u;
+override TILES: bool = false;
 
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
 @group(0) @binding(2) var<storage, read> bias: array<T>;
 @group(0) @binding(3) var<storage, read_write> c: array<T>;
 @group(0) @binding(4) var<uniform> params: Params;
+@group(0) @binding(6) var<storage, read> lr_u: array<T>;
+@group(0) @binding(7) var<storage, read> lr_v: array<T>;
+// Masks and the tile list share one u32 buffer (at most 8 storage buffers per stage in core
+// WebGPU); params give each part's offset in it.
+@group(0) @binding(8) var<storage, read> aux: array<u32>;
+
+// The output tile a workgroup computes: (tile row, tile column).
+fn tile_of(wid: vec3<u32>) -> vec2<u32> {
+  if (TILES) {
+    let t = params.tileList + 2u * wid.x;
+    return vec2<u32>(aux[t], aux[t + 1u]);
+  }
+  return vec2<u32>(wid.y, wid.x);
+}
 
 fn a_index(base: u32, m: u32, k: u32) -> u32 {
   if (TRANS_A) { return base + k * params.M + m; }
@@ -66,8 +99,31 @@ fn gelu_tanh(x: f32) -> f32 {
   return 0.5 * x * (1.0 + tanh(u));
 }
 
-fn epilogue(acc: f32, ci: u32, n: u32) -> T {
+fn trainable(m: u32, n: u32) -> bool {
+  if (MASK == 1u) { return aux[params.maskRows + m] != 0u && aux[params.maskCols + n] != 0u; }
+  if (MASK == 2u) {
+    let e = m * params.N + n;
+    return ((aux[params.maskBits + (e >> 5u)] >> (e & 31u)) & 1u) != 0u;
+  }
+  return true;
+}
+
+fn low_rank(m: u32, n: u32) -> f32 {
+  var s = 0.0;
+  for (var j = 0u; j < params.rank; j++) {
+    var v: f32;
+    if (LR_VT) { v = f32(lr_v[j * params.N + n]); } else { v = f32(lr_v[n * params.rank + j]); }
+    s = fma(f32(lr_u[m * params.rank + j]), v, s);
+  }
+  return params.lrScale * s;
+}
+
+// The value stored at C[z, m, n] for the accumulated product `acc`.
+fn epilogue(acc: f32, z: u32, m: u32, n: u32) -> T {
+  let ci = z * params.strideC + m * params.N + n;
+  if (MASK != 0u && !trainable(m, n)) { return T(0.0); }
   var v = params.alpha * acc;
+  if (LORA) { v += low_rank(m, n); }
   if (params.beta != 0.0) { v += params.beta * f32(c[ci]); }
   if (HAS_BIAS) { v += f32(bias[n]); }
   if (ACT == 1u) { v = max(v, 0.0); } else if (ACT == 2u) { v = gelu_tanh(v); }
@@ -77,10 +133,11 @@ fn epilogue(acc: f32, ci: u32, n: u32) -> T {
 // ---------------------------------------------------------------- v0: naive
 
 @compute @workgroup_size(8, 8, 1)
-fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let n = gid.x;
-  let m = gid.y;
-  let z = gid.z;
+fn matmul_naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let tile = tile_of(wid);
+  let n = tile.y * 8u + lid.x;
+  let m = tile.x * 8u + lid.y;
+  let z = wid.z;
   if (m >= params.M || n >= params.N) { return; }
   let baseA = z * params.strideA;
   let baseB = z * params.strideB;
@@ -88,8 +145,7 @@ fn matmul_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = 0u; k < params.K; k++) {
     acc += f32(a[a_index(baseA, m, k)]) * f32(b[b_index(baseB, k, n)]);
   }
-  let ci = z * params.strideC + m * params.N + n;
-  c[ci] = epilogue(acc, ci, n);
+  c[z * params.strideC + m * params.N + n] = epilogue(acc, z, m, n);
 }
 
 // ---------------------------------------------------------------- v1: register-blocked
@@ -99,8 +155,9 @@ const RB_ROWS = 8u;
 @compute @workgroup_size(RB_LANES, 1, 1)
 fn matmul_regblock(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let z = wid.z;
-  let m0 = wid.y * RB_ROWS;
-  let n0 = wid.x * RB_LANES * 8u + lid.x;
+  let tile = tile_of(wid);
+  let m0 = tile.x * RB_ROWS;
+  let n0 = tile.y * RB_LANES * 8u + lid.x;
   let baseA = z * params.strideA;
   let baseB = z * params.strideB;
   // Out-of-range rows and columns are clamped to the last one: loads stay in bounds with no
@@ -134,7 +191,7 @@ fn matmul_regblock(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
       if (n < params.N) {
         var v: f32;
         if (j < 4u) { v = acc0[i][j]; } else { v = acc1[i][j - 4u]; }
-        c[rowC + n] = epilogue(v, rowC + n, n);
+        c[rowC + n] = epilogue(v, z, m, n);
       }
     }
   }
@@ -149,8 +206,9 @@ fn matmul_regblock(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
 @compute @workgroup_size(RB_LANES, 1, 1)
 fn matmul_regblock4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let z = wid.z;
-  let m0 = wid.y * RB_ROWS;
-  let n0 = (wid.x * RB_LANES + lid.x) * 8u;
+  let tile = tile_of(wid);
+  let m0 = tile.x * RB_ROWS;
+  let n0 = (tile.y * RB_LANES + lid.x) * 8u;
   let baseA = z * params.strideA;
   let lastM = params.M - 1u;
   let N4 = params.N / 4u;
@@ -180,7 +238,7 @@ fn matmul_regblock4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
       if (n < params.N) {
         var v: f32;
         if (j < 4u) { v = acc0[i][j]; } else { v = acc1[i][j - 4u]; }
-        c[rowC + n] = epilogue(v, rowC + n, n);
+        c[rowC + n] = epilogue(v, z, m, n);
       }
     }
   }
@@ -197,8 +255,9 @@ var<workgroup> tileB: array<f32, 1024>;  // [TILE_K][TILE]
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
                 @builtin(local_invocation_index) li: u32) {
   let z = wid.z;
-  let m0 = wid.y * TILE;
-  let n0 = wid.x * TILE;
+  let tile = tile_of(wid);
+  let m0 = tile.x * TILE;
+  let n0 = tile.y * TILE;
   let baseA = z * params.strideA;
   let baseB = z * params.strideB;
   var acc: array<vec4<f32>, 4>;
@@ -232,7 +291,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let rowC = z * params.strideC + m * params.N;
     for (var j = 0u; j < 4u; j++) {
       let n = n0 + lid.x + j * 16u;
-      if (n < params.N) { c[rowC + n] = epilogue(acc[i][j], rowC + n, n); }
+      if (n < params.N) { c[rowC + n] = epilogue(acc[i][j], z, m, n); }
     }
   }
 }
