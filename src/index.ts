@@ -12,3 +12,7 @@ export type { PoolStats } from './gpu/pool.js';
 export * from './kernels/matmul.js';
 export * from './kernels/elementwise.js';
 export * from './kernels/reduce.js';
+export * from './kernels/lerp.js';
+export * from './kernels/lora.js';
+export * from './kernels/maskedGrad.js';
+export * from './kernels/random.js';

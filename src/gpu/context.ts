@@ -249,6 +249,20 @@ export class GpuContext {
     return t;
   }
 
+  /**
+   * `t` under a new shape of the same size, without a copy: the result owns the storage and
+   * takes `t`'s place in its scope; `t` reads as disposed afterwards.
+   */
+  reshape(t: Tensor, shape: readonly number[]): Tensor {
+    const n = shapeSize(shape, `${t.label}.reshape`);
+    if (n !== t.size) throw new ShapeError(`reshape: [${shape.join(',')}] has ${n} elements, tensor '${t.label}' [${t.shape.join(',')}] has ${t.size}`);
+    const r = new Tensor(this, t.takeBuffer(), [...shape], t.dtype, t.label);
+    this.liveTensors.delete(t);
+    this.liveTensors.add(r);
+    for (const s of this.scopes) if (s.delete(t)) s.add(r);
+    return r;
+  }
+
   /** A tensor holding `data` (converted to `dtype`). */
   tensor(data: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32', label = 'tensor'): Tensor {
     const n = shapeSize(shape, label);
@@ -516,7 +530,9 @@ export class GpuContext {
         if (want && want !== r.dtype) {
           throw new DTypeError(`${where}: binding '${b.name}' is array<${b.elementType}>, got tensor '${r.label}' of dtype ${r.dtype}`);
         }
-        size = Math.ceil(r.byteLength / 4) * 4;
+        // Rounded up to 16 bytes (inside the pooled buffer, whose size classes are multiples of 16),
+        // so kernels may view any tensor as vec4s; the padding past `size` is scratch.
+        size = Math.min(buffer.size, Math.ceil(r.byteLength / 16) * 16);
       } else if ('buffer' in r && !('usage' in r)) {
         buffer = r.buffer;
         offset = r.offset ?? 0;

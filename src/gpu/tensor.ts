@@ -38,6 +38,8 @@ export class Tensor {
     readonly shape: readonly number[],
     readonly dtype: DType,
     readonly label: string,
+    /** Set for a view: the tensor that owns the storage. */
+    readonly parent: Tensor | null = null,
   ) {
     this.size = shapeSize(shape, label);
     this.buffer_ = buffer;
@@ -49,12 +51,12 @@ export class Tensor {
   }
 
   get disposed(): boolean {
-    return this.buffer_ === null;
+    return this.buffer_ === null || (this.parent !== null && this.parent.disposed);
   }
 
   /** The storage buffer; throws DisposedError after `dispose()`. `op` names the caller in the message. */
   buffer(op = 'tensor'): GPUBuffer {
-    if (!this.buffer_) {
+    if (!this.buffer_ || this.parent?.disposed) {
       throw new DisposedError(`${op}: tensor '${this.label}' [${this.shape.join(',')}] ${this.dtype} was disposed`);
     }
     return this.buffer_;
@@ -63,8 +65,28 @@ export class Tensor {
   /** Return the buffer to the pool. Idempotent. */
   dispose(): void {
     if (!this.buffer_) return;
-    this.ctx.releaseBuffer(this.buffer_);
+    if (!this.parent) this.ctx.releaseBuffer(this.buffer_);
     this.buffer_ = null;
+  }
+
+  /**
+   * The same storage under another shape of the same size, without a copy. The view does
+   * not own the storage: disposing it does nothing to this tensor, and it is unusable once
+   * this tensor is disposed. (To change the shape of a tensor you own, use `ctx.reshape`.)
+   */
+  view(shape: readonly number[]): Tensor {
+    const buf = this.buffer('view');
+    const n = shapeSize(shape, `${this.label}.view`);
+    if (n !== this.size) throw new ShapeError(`view: [${shape.join(',')}] has ${n} elements, tensor '${this.label}' [${this.shape.join(',')}] has ${this.size}`);
+    return new Tensor(this.ctx, buf, [...shape], this.dtype, `${this.label}.view`, this.parent ?? this);
+  }
+
+  /** @internal hand the storage to another tensor (ctx.reshape); this one reads as disposed. */
+  takeBuffer(): GPUBuffer {
+    const b = this.buffer('reshape');
+    if (this.parent) throw new ShapeError(`reshape: '${this.label}' is a view; reshape the tensor that owns the storage`);
+    this.buffer_ = null;
+    return b;
   }
 
   /** Read back as f32 (f16 tensors are widened). Submits pending work first. */

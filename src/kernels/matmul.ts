@@ -32,6 +32,11 @@ export interface MatmulOptions {
   out?: Tensor;
   /** Force a version; by default chosen per adapter and shape ({@link pickMatmulVersion}). */
   version?: MatmulVersion;
+  /**
+   * Add scale · U·Vᵀ in the same pass (U [M,r]; V [N,r], or [r,N] with vTransposed), e.g.
+   * LoRA's s·(x·Aᵀ)·Bᵀ. Not with a batched (rank-3) C unless the batch folds into M.
+   */
+  lowRank?: { u: Tensor; v: Tensor; scale: number; vTransposed?: boolean };
 }
 
 /** The raw problem, for callers that manage strides themselves (autograd, fused ops). */
@@ -241,6 +246,27 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
     }
     if (opts.bias.dtype !== a.dtype) throw new DTypeError(`matmul: bias is ${opts.bias.dtype}, expected ${a.dtype} like A`);
   }
+  // A batched A times a shared B is one taller matmul: [batch·M, K]·op(B) keeps lanes busy.
+  const folds = batch > 1 && bb === 1 && ba > 1 && !transA;
+  const rowsC = folds ? batch * M : M;
+  let lowRank: LowRankTerm | undefined;
+  if (opts.lowRank) {
+    const { u, v, scale, vTransposed = false } = opts.lowRank;
+    u.buffer('matmul: lowRank.u');
+    v.buffer('matmul: lowRank.v');
+    const r = u.shape[u.shape.length - 1]!;
+    const uRows = u.size / r;
+    if (uRows !== rowsC || !folds && batch !== 1) {
+      throw new ShapeError(`matmul: lowRank.u has shape [${u.shape.join(',')}], expected [M,r] with M = ${rowsC} rows (a batched C must fold into M: A batched, B shared, A not transposed)`);
+    }
+    const vWant = vTransposed ? [r, N] : [N, r];
+    if (v.shape.length !== 2 || v.shape[0] !== vWant[0] || v.shape[1] !== vWant[1]) {
+      throw new ShapeError(`matmul: lowRank.v has shape [${v.shape.join(',')}], expected [${vWant.join(',')}] (${vTransposed ? '[r,N]' : '[N,r]'})`);
+    }
+    if (u.dtype !== a.dtype || v.dtype !== a.dtype) throw new DTypeError(`matmul: lowRank tensors must be ${a.dtype} like A`);
+    if (!Number.isFinite(scale)) throw new ArgumentError(`matmul: lowRank.scale = ${scale}, expected a finite number`);
+    lowRank = { u, v, rank: r, scale, vTransposed };
+  }
   let c = opts.out;
   if (c) {
     c.buffer('matmul: out');
@@ -271,10 +297,10 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
     activation: opts.activation ?? 'none',
     version: opts.version ?? pickMatmulVersion(ctx, N, transB),
   };
-  // A batched A times a shared B is one taller matmul: [batch·M, K]·op(B) keeps lanes busy.
-  if (batch > 1 && problem.strideB === 0 && !transA && problem.strideA === M * K) {
+  if (folds) {
     problem = { ...problem, M: batch * M, batch: 1, strideA: 0, strideC: 0 };
   }
+  if (lowRank) problem.lowRank = lowRank;
   encodeMatmul(ctx, problem);
   return c;
 }

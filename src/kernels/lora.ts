@@ -1,0 +1,215 @@
+/**
+ * LoRA on the matmul family: a frozen W [N,K] (+ bias [N]) with a trainable low-rank
+ * update, y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ, A [r,K], B [N,r], s = α/r (or α/√r for rsLoRA).
+ *
+ * - forward: u = dropout(x)·Aᵀ (a skinny product), then one pass over y that adds the
+ *   low-rank term in the matmul epilogue — B·A is never materialised.
+ * - backward from dy: dB = s·dyᵀ·u, du = s·dy·B, dA = duᵀ·dropout(x) (the mask is
+ *   regenerated from the seed, not stored) and, only when asked, dx = dy·W + du·A in one
+ *   pass (the same epilogue with V = A). dW is never computed: W is frozen.
+ * - merge / unmerge: W ← W ± s·B·A as one matmul with β = 1 into W (no B·A buffer).
+ *
+ * ```ts
+ * const layer = new LoraLayer(ctx, { W, bias, rank: 8, alpha: 16 });
+ * initLora(ctx, layer, { seed: 0 });                    // PEFT default: A Kaiming-uniform, B = 0
+ * const { y, saved } = loraForward(ctx, layer, x);
+ * const { dA, dB } = loraBackward(ctx, layer, saved, dy);
+ * ```
+ */
+import type { GpuContext } from '../gpu/context.js';
+import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { add, fill } from './elementwise.js';
+import { matmul } from './matmul.js';
+import { dropout, normal, uniform } from './random.js';
+import { fmtShape } from './util.js';
+
+/** s = α/r, or α/√r with rsLoRA. */
+export function loraScale(alpha: number, rank: number, rsLora = false): number {
+  if (!Number.isFinite(alpha)) throw new ArgumentError(`lora: alpha = ${alpha}, expected a finite number`);
+  if (!Number.isInteger(rank) || rank < 1) throw new ArgumentError(`lora: rank = ${rank}, expected an integer >= 1`);
+  return rsLora ? alpha / Math.sqrt(rank) : alpha / rank;
+}
+
+export interface LoraLayerOptions {
+  /** Frozen base weight [N,K] (torch layout: out × in). */
+  W: Tensor;
+  bias?: Tensor;
+  /** Trainable factors; allocated (uninitialised) when not given. */
+  A?: Tensor;
+  B?: Tensor;
+  rank: number;
+  alpha: number;
+  rsLora?: boolean;
+  /** PEFT's lora_dropout on the low-rank input path, 0 <= p < 1. */
+  dropout?: number;
+}
+
+export class LoraLayer {
+  readonly W: Tensor;
+  readonly bias?: Tensor;
+  readonly A: Tensor;
+  readonly B: Tensor;
+  readonly rank: number;
+  readonly scale: number;
+  readonly dropout: number;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** True while s·B·A is folded into W. */
+  merged = false;
+
+  constructor(ctx: GpuContext, o: LoraLayerOptions) {
+    o.W.buffer('LoraLayer: W');
+    if (o.W.shape.length !== 2) throw new ShapeError(`LoraLayer: W has shape ${fmtShape(o.W.shape)}, expected [N,K]`);
+    const [N, K] = o.W.shape as [number, number];
+    this.scale = loraScale(o.alpha, o.rank, o.rsLora);
+    const r = o.rank;
+    const p = o.dropout ?? 0;
+    if (!(p >= 0 && p < 1)) throw new ArgumentError(`LoraLayer: dropout = ${p}, expected 0 <= p < 1`);
+    const dt = o.W.dtype;
+    for (const [name, t, want] of [['A', o.A, [r, K]], ['B', o.B, [N, r]], ['bias', o.bias, [N]]] as const) {
+      if (!t) continue;
+      t.buffer(`LoraLayer: ${name}`);
+      if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
+        throw new ShapeError(`LoraLayer: ${name} has shape ${fmtShape(t.shape)}, expected ${fmtShape(want)} (W is [${N},${K}], rank ${r})`);
+      }
+      if (t.dtype !== dt) throw new DTypeError(`LoraLayer: ${name} is ${t.dtype}, expected ${dt} like W`);
+    }
+    this.W = o.W;
+    this.bias = o.bias;
+    this.A = o.A ?? ctx.keep(ctx.empty([r, K], dt, 'lora.A'));
+    this.B = o.B ?? ctx.keep(ctx.empty([N, r], dt, 'lora.B'));
+    this.rank = r;
+    this.dropout = p;
+    this.inFeatures = K;
+    this.outFeatures = N;
+  }
+}
+
+export interface LoraInitOptions {
+  seed: number;
+  /** 'kaiming' (PEFT default: A ~ U(±1/√K), as kaiming_uniform_ with a = √5; B = 0) or 'gaussian' (A ~ N(0, 1/r), B = 0). */
+  init?: 'kaiming' | 'gaussian';
+}
+
+/** Initialise A and B on the GPU, seeded. With B = 0 the layer starts as the base model. */
+export function initLora(ctx: GpuContext, layer: LoraLayer, o: LoraInitOptions): void {
+  if ((o.init ?? 'kaiming') === 'kaiming') {
+    const bound = 1 / Math.sqrt(layer.inFeatures);
+    uniform(ctx, layer.A, { seed: o.seed, lo: -bound, hi: bound });
+  } else if (o.init === 'gaussian') {
+    normal(ctx, layer.A, { seed: o.seed, std: 1 / layer.rank });
+  } else {
+    throw new ArgumentError(`initLora: init '${String(o.init)}', expected 'kaiming' or 'gaussian'`);
+  }
+  fill(ctx, layer.B, 0);
+}
+
+/** What backward needs from forward. */
+export interface LoraSaved {
+  x: Tensor;
+  /** u = dropout(x)·Aᵀ, [M,r] (or [batch,T,r]); the caller disposes it after backward. */
+  u: Tensor;
+  seed: number;
+  offset: number;
+  /** The dropout probability applied in forward (0: none). */
+  dropout: number;
+}
+
+export interface LoraForwardOptions {
+  /** Dropout stream; the same (seed, offset) must reach backward (it is kept in `saved`). */
+  seed?: number;
+  offset?: number;
+  /** Apply dropout (default true when the layer has dropout > 0). */
+  training?: boolean;
+}
+
+/** Rows of x viewed as [M,K]; checks the last dimension and the dtype. */
+function checkX(layer: LoraLayer, x: Tensor, op: string): number {
+  x.buffer(`${op}: x`);
+  const K = layer.inFeatures;
+  if (x.shape.length < 2 || x.shape.length > 3 || x.shape[x.shape.length - 1] !== K) {
+    throw new ShapeError(`${op}: x has shape ${fmtShape(x.shape)}, expected [M,K] or [batch,T,K] with K = ${K} (W is [${layer.outFeatures},${K}])`);
+  }
+  if (x.dtype !== layer.W.dtype) throw new DTypeError(`${op}: x is ${x.dtype}, expected ${layer.W.dtype} like W`);
+  return x.size / K;
+}
+
+/**
+ * y = x·Wᵀ + b + s·(dropout(x)·Aᵀ)·Bᵀ for x [M,K] or [batch,T,K]: two dispatches, the
+ * skinny u and then one pass over y. A merged layer runs the plain matmul.
+ */
+export function loraForward(ctx: GpuContext, layer: LoraLayer, x: Tensor, o: LoraForwardOptions = {}): { y: Tensor; saved: LoraSaved | null } {
+  checkX(layer, x, 'loraForward');
+  if (layer.merged) return { y: matmul(ctx, x, layer.W, { transB: true, bias: layer.bias }), saved: null };
+  const seed = o.seed ?? 0;
+  const offset = o.offset ?? 0;
+  const drop = (o.training ?? true) && layer.dropout > 0;
+  const u = ctx.scope(() => {
+    const xd = drop ? dropout(ctx, x, { p: layer.dropout, seed, offset }) : x;
+    return matmul(ctx, xd, layer.A, { transB: true });
+  });
+  const y = matmul(ctx, x, layer.W, { transB: true, bias: layer.bias, lowRank: { u, v: layer.B, scale: layer.scale } });
+  return { y, saved: { x, u, seed, offset, dropout: drop ? layer.dropout : 0 } };
+}
+
+export interface LoraGrads {
+  dA: Tensor;
+  dB: Tensor;
+  /** Only when `needDx`: the gradient for the layer's input. */
+  dx?: Tensor;
+}
+
+/**
+ * Gradients of a LoRA layer from dy (shaped like y). dW is never computed; dx only when
+ * `needDx` (a first layer, or x from a frozen body, needs none).
+ */
+export function loraBackward(ctx: GpuContext, layer: LoraLayer, saved: LoraSaved, dy: Tensor, o: { needDx?: boolean } = {}): LoraGrads {
+  if (layer.merged) throw new ArgumentError('loraBackward: the layer is merged; unmerge it before training');
+  const M = checkX(layer, saved.x, 'loraBackward');
+  dy.buffer('loraBackward: dy');
+  const N = layer.outFeatures;
+  const K = layer.inFeatures;
+  const r = layer.rank;
+  if (dy.size !== M * N || dy.shape[dy.shape.length - 1] !== N) {
+    throw new ShapeError(`loraBackward: dy has shape ${fmtShape(dy.shape)}, expected y's shape [..., N] with ${M} rows and N = ${N}`);
+  }
+  if (saved.u.disposed || saved.u.size !== M * r) throw new ShapeError(`loraBackward: saved.u must be the live [${M},${r}] tensor from loraForward`);
+  const s = layer.scale;
+  const drop = saved.dropout > 0;
+  return ctx.scope(() => {
+    // Sums over the token dimension need 2-D views of the batched tensors.
+    const dy2 = dy.view([M, N]);
+    const u2 = saved.u.view([M, r]);
+    const x2 = saved.x.view([M, K]);
+    const dB = matmul(ctx, dy2, u2, { transA: true, alpha: s }); // [N,r]
+    const du = matmul(ctx, dy2, layer.B, { alpha: s }); // [M,r]
+    const xd = drop ? dropout(ctx, x2, { p: saved.dropout, seed: saved.seed, offset: saved.offset }) : x2;
+    const dA = matmul(ctx, du, xd, { transA: true }); // [r,K]
+    if (!o.needDx) return { dA, dB };
+    let dx: Tensor;
+    if (!drop) {
+      // dx = dy·W + du·A in one pass: the low-rank epilogue with V = A [r,K].
+      dx = matmul(ctx, dy2, layer.W, { lowRank: { u: du, v: layer.A, scale: 1, vTransposed: true } });
+    } else {
+      // The low-rank path's input went through dropout: its gradient takes the same mask and scale.
+      const dxd = dropout(ctx, matmul(ctx, du, layer.A), { p: saved.dropout, seed: saved.seed, offset: saved.offset });
+      dx = add(ctx, matmul(ctx, dy2, layer.W), dxd);
+    }
+    return { dA, dB, dx: ctx.reshape(dx, saved.x.shape) };
+  });
+}
+
+/** W ← W + s·B·A: one matmul with β = 1 into W, no B·A buffer. Throws if already merged. */
+export function loraMerge(ctx: GpuContext, layer: LoraLayer): void {
+  if (layer.merged) throw new ArgumentError('loraMerge: the layer is already merged (merged = true); unmerge it first');
+  matmul(ctx, layer.B, layer.A, { alpha: layer.scale, beta: 1, out: layer.W });
+  layer.merged = true;
+}
+
+/** W ← W − s·B·A, undoing {@link loraMerge} (exact up to f32 rounding). Throws if not merged. */
+export function loraUnmerge(ctx: GpuContext, layer: LoraLayer): void {
+  if (!layer.merged) throw new ArgumentError('loraUnmerge: the layer is not merged');
+  matmul(ctx, layer.B, layer.A, { alpha: -layer.scale, beta: 1, out: layer.W });
+  layer.merged = false;
+}
