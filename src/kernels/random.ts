@@ -48,7 +48,7 @@ function run(ctx: GpuContext, op: string, entry: string, out: Tensor, x: Tensor 
 export function uniform(ctx: GpuContext, t: Tensor, o: RandomOptions & { lo: number; hi: number }): Tensor {
   checkTensor('uniform', 't', t);
   if (!(o.hi > o.lo)) throw new ArgumentError(`uniform: hi = ${o.hi} must exceed lo = ${o.lo}`);
-  run(ctx, 'uniform', 'uniform', t, null, o, o.lo, o.hi);
+  run(ctx, 'uniform', 'rand_uniform', t, null, o, o.lo, o.hi);
   return t;
 }
 
@@ -56,7 +56,7 @@ export function uniform(ctx: GpuContext, t: Tensor, o: RandomOptions & { lo: num
 export function normal(ctx: GpuContext, t: Tensor, o: RandomOptions & { mean?: number; std: number }): Tensor {
   checkTensor('normal', 't', t);
   if (!(o.std >= 0)) throw new ArgumentError(`normal: std = ${o.std}, expected >= 0`);
-  run(ctx, 'normal', 'normal', t, null, o, o.mean ?? 0, o.std);
+  run(ctx, 'normal', 'rand_normal', t, null, o, o.mean ?? 0, o.std);
   return t;
 }
 

@@ -6,9 +6,9 @@
 // instead of stored.
 //
 // Entries:
-//   uniform   out[i] = lo + (hi − lo)·u,   u ∈ (0, 1) from the top 24 bits of word 0
-//   normal    out[i] = mean + std·z,       z from Box–Muller on words 0 and 1
-//   dropout   out[i] = x[i]·keep/(1 − p),  keep = u ≥ p (PEFT's lora_dropout, inverted scaling)
+//   rand_uniform  out[i] = lo + (hi − lo)·u,   u ∈ (0, 1) from the top 24 bits of word 0
+//   rand_normal   out[i] = mean + std·z,       z from Box–Muller on words 0 and 1
+//   dropout       out[i] = x[i]·keep/(1 − p),  keep = u ≥ p (PEFT's lora_dropout, inverted scaling)
 alias T = f32;
 
 struct Params {
@@ -67,14 +67,14 @@ fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn uniform(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn rand_uniform(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat(gid, nwg);
   if (i >= params.n) { return; }
   out[i] = T(params.a + (params.b - params.a) * to_unit(draw(i).x));
 }
 
 @compute @workgroup_size(WG)
-fn normal(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn rand_normal(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat(gid, nwg);
   if (i >= params.n) { return; }
   let w = draw(i);

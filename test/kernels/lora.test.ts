@@ -1,0 +1,206 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GpuContext } from '../../src/gpu/context.js';
+import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
+import { initLora, LoraLayer, loraBackward, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
+import { loraForwardRef, loraGradsRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
+import { dropoutMaskRef, uniformRef } from '../../src/kernels/random.ref.js';
+import { expectClose, randomArray, rng, testContext } from '../helpers.js';
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await testContext();
+});
+afterAll(() => ctx.destroy());
+
+interface Shape {
+  M: number;
+  N: number;
+  K: number;
+  r: number;
+  batch?: number; // x as [batch, M/batch, K]
+  bias?: boolean;
+  p?: number;
+  rs?: boolean;
+}
+
+function problem(sh: Shape, seed: number): LoraRefProblem & { alpha: number } {
+  const R = rng(seed);
+  const f = (n: number, scale = 1) => Array.from(randomArray(n, R, -scale, scale), Math.fround);
+  const alpha = 2 * sh.r;
+  return {
+    M: sh.M, N: sh.N, K: sh.K, r: sh.r, alpha,
+    s: loraScale(alpha, sh.r, sh.rs),
+    x: f(sh.M * sh.K),
+    W: f(sh.N * sh.K, 0.5),
+    bias: sh.bias ? f(sh.N) : undefined,
+    A: f(sh.r * sh.K, 0.5),
+    B: f(sh.N * sh.r, 0.5),
+  };
+}
+
+function tol(K: number) {
+  return { atol: 2e-5 * Math.sqrt(K), rtol: 1e-4 };
+}
+
+const SHAPES: Shape[] = [
+  { M: 1, N: 1, K: 1, r: 1 },
+  { M: 1, N: 17, K: 9, r: 1 },
+  { M: 7, N: 13, K: 31, r: 4, bias: true },
+  { M: 33, N: 40, K: 24, r: 24 }, // r = K
+  { M: 12, N: 64, K: 48, r: 8, batch: 3, bias: true, rs: true },
+  { M: 65, N: 36, K: 130, r: 3 },
+];
+
+describe('LoRA layer against the f64 reference', () => {
+  for (const sh of SHAPES) {
+    it(`forward and every gradient: ${JSON.stringify(sh)}`, async () => {
+      const q = problem(sh, sh.M * 31 + sh.K);
+      const dyData = Array.from(randomArray(sh.M * sh.N, rng(99)), Math.fround);
+      const want = loraForwardRef(q);
+      const grads = loraGradsRef(q, dyData);
+      await ctx.scopeAsync(async () => {
+        const xShape = sh.batch ? [sh.batch, sh.M / sh.batch, sh.K] : [sh.M, sh.K];
+        const layer = new LoraLayer(ctx, {
+          W: ctx.tensor(q.W, [sh.N, sh.K]),
+          bias: q.bias ? ctx.tensor(q.bias, [sh.N]) : undefined,
+          A: ctx.tensor(q.A, [sh.r, sh.K]),
+          B: ctx.tensor(q.B, [sh.N, sh.r]),
+          rank: sh.r,
+          alpha: q.alpha,
+          rsLora: sh.rs,
+        });
+        const x = ctx.tensor(q.x, xShape);
+        const { y, saved } = loraForward(ctx, layer, x);
+        expect(y.shape).toEqual(sh.batch ? [sh.batch, sh.M / sh.batch, sh.N] : [sh.M, sh.N]);
+        expectClose(await y.read(), want.y, tol(sh.K), 'y');
+        const dy = ctx.tensor(dyData, y.shape);
+        const g = loraBackward(ctx, layer, saved!, dy, { needDx: true });
+        expect(g.dx!.shape).toEqual(xShape);
+        expectClose(await g.dB.read(), grads.dB, tol(sh.M), 'dB');
+        expectClose(await g.dA.read(), grads.dA, tol(sh.M * sh.N), 'dA');
+        expectClose(await g.dx!.read(), grads.dx, tol(sh.N), 'dx');
+      });
+    });
+  }
+
+  it('gradients match finite differences of the f64 forward (dA, dB, dx separately)', async () => {
+    const sh: Shape = { M: 5, N: 6, K: 7, r: 3, bias: true };
+    const q = problem(sh, 5);
+    const G = Array.from(randomArray(sh.M * sh.N, rng(6)));
+    const loss = (p: LoraRefProblem) => loraForwardRef(p).y.reduce((a, v, i) => a + v * G[i]!, 0);
+    const fd = (key: 'A' | 'B' | 'x', i: number) => {
+      const h = 1e-6;
+      const plus = Array.from(q[key]);
+      const minus = Array.from(q[key]);
+      plus[i]! += h;
+      minus[i]! -= h;
+      return (loss({ ...q, [key]: plus }) - loss({ ...q, [key]: minus })) / (2 * h);
+    };
+    await ctx.scopeAsync(async () => {
+      const layer = new LoraLayer(ctx, {
+        W: ctx.tensor(q.W, [sh.N, sh.K]), bias: ctx.tensor(q.bias!, [sh.N]),
+        A: ctx.tensor(q.A, [sh.r, sh.K]), B: ctx.tensor(q.B, [sh.N, sh.r]), rank: sh.r, alpha: q.alpha,
+      });
+      const { saved } = loraForward(ctx, layer, ctx.tensor(q.x, [sh.M, sh.K]));
+      const g = loraBackward(ctx, layer, saved!, ctx.tensor(G, [sh.M, sh.N]), { needDx: true });
+      for (const [key, t] of [['A', g.dA], ['B', g.dB], ['x', g.dx!]] as const) {
+        const got = await t.read();
+        const want = Array.from({ length: got.length }, (_, i) => fd(key, i));
+        expectClose(got, want, { atol: 1e-4, rtol: 1e-3 }, `d${key} vs finite differences`);
+      }
+    });
+  });
+
+  it('dropout on the low-rank path: the mask is regenerated from the seed, on the CPU too', async () => {
+    const sh: Shape = { M: 9, N: 12, K: 20, r: 4 };
+    const p = 0.3;
+    const q = problem(sh, 11);
+    const seed = 1234;
+    const offset = 7;
+    const keep = dropoutMaskRef(sh.M * sh.K, seed, offset, p);
+    const kept = keep.reduce((a, b) => a + b, 0) / keep.length;
+    expect(kept).toBeGreaterThan(0.5); // ~0.7 kept: the mask is not degenerate
+    expect(kept).toBeLessThan(0.9);
+    const qd = { ...q, keep, p };
+    const dyData = Array.from(randomArray(sh.M * sh.N, rng(12)), Math.fround);
+    const want = loraForwardRef(qd);
+    const grads = loraGradsRef(qd, dyData);
+    await ctx.scopeAsync(async () => {
+      const layer = new LoraLayer(ctx, {
+        W: ctx.tensor(q.W, [sh.N, sh.K]), A: ctx.tensor(q.A, [sh.r, sh.K]), B: ctx.tensor(q.B, [sh.N, sh.r]),
+        rank: sh.r, alpha: q.alpha, dropout: p,
+      });
+      const x = ctx.tensor(q.x, [sh.M, sh.K]);
+      const { y, saved } = loraForward(ctx, layer, x, { seed, offset });
+      expectClose(await y.read(), want.y, tol(sh.K), 'y with dropout');
+      const g = loraBackward(ctx, layer, saved!, ctx.tensor(dyData, [sh.M, sh.N]), { needDx: true });
+      expectClose(await g.dA.read(), grads.dA, tol(sh.M * sh.N), 'dA with dropout');
+      expectClose(await g.dB.read(), grads.dB, tol(sh.M), 'dB with dropout');
+      expectClose(await g.dx!.read(), grads.dx, tol(sh.N), 'dx with dropout');
+      // Evaluation mode skips dropout.
+      const evalY = loraForward(ctx, layer, x, { training: false }).y;
+      expectClose(await evalY.read(), loraForwardRef(q).y, tol(sh.K), 'y in eval mode');
+    });
+  });
+
+  it('merge then unmerge returns W within f32 rounding; a merged layer forwards like the unmerged one', async () => {
+    const sh: Shape = { M: 6, N: 40, K: 36, r: 8, bias: true };
+    const q = problem(sh, 21);
+    await ctx.scopeAsync(async () => {
+      const layer = new LoraLayer(ctx, {
+        W: ctx.tensor(q.W, [sh.N, sh.K]), bias: ctx.tensor(q.bias!, [sh.N]),
+        A: ctx.tensor(q.A, [sh.r, sh.K]), B: ctx.tensor(q.B, [sh.N, sh.r]), rank: sh.r, alpha: q.alpha,
+      });
+      const x = ctx.tensor(q.x, [sh.M, sh.K]);
+      const before = await loraForward(ctx, layer, x).y.read();
+      loraMerge(ctx, layer);
+      expect(layer.merged).toBe(true);
+      expect(() => loraMerge(ctx, layer)).toThrow(ArgumentError);
+      expect(() => loraMerge(ctx, layer)).toThrow('loraMerge: the layer is already merged (merged = true); unmerge it first');
+      const merged = await loraForward(ctx, layer, x).y.read();
+      expectClose(merged, before, tol(sh.K), 'merged forward = unmerged forward');
+      loraUnmerge(ctx, layer);
+      expect(() => loraUnmerge(ctx, layer)).toThrow('loraUnmerge: the layer is not merged');
+      expectClose(await layer.W.read(), q.W, { atol: 1e-6, rtol: 1e-6 }, 'unmerge(merge(W)) = W');
+    });
+  });
+
+  it('initialises A Kaiming-uniform (seeded, as the CPU Philox reference) and B to zero', async () => {
+    await ctx.scopeAsync(async () => {
+      const layer = new LoraLayer(ctx, { W: ctx.empty([16, 50]), rank: 4, alpha: 8 });
+      initLora(ctx, layer, { seed: 3 });
+      const bound = 1 / Math.sqrt(50);
+      expectClose(await layer.A.read(), uniformRef(4 * 50, 3, 0, -bound, bound), { atol: 1e-6, rtol: 1e-6 }, 'A');
+      expect(Array.from(await layer.B.read()).every((v) => v === 0)).toBe(true);
+      initLora(ctx, layer, { seed: 4, init: 'gaussian' });
+      const a = await layer.A.read();
+      const mean = a.reduce((s, v) => s + v, 0) / a.length;
+      const std = Math.sqrt(a.reduce((s, v) => s + (v - mean) ** 2, 0) / a.length);
+      expect(Math.abs(mean)).toBeLessThan(0.05);
+      expect(std).toBeGreaterThan(0.2); // N(0, 1/r = 0.25)
+      expect(std).toBeLessThan(0.3);
+    });
+    expect(loraScale(16, 8)).toBe(2);
+    expect(loraScale(16, 4, true)).toBe(8);
+  });
+
+  it('rejects mismatched shapes, non-finite alpha and backward on a merged layer', async () => {
+    await ctx.scopeAsync(async () => {
+      const W = ctx.empty([8, 6]);
+      expect(() => new LoraLayer(ctx, { W, A: ctx.empty([2, 5]), rank: 2, alpha: 4 })).toThrow(
+        'LoraLayer: A has shape [2,5], expected [2,6] (W is [8,6], rank 2)',
+      );
+      expect(() => new LoraLayer(ctx, { W, B: ctx.empty([7, 2]), rank: 2, alpha: 4 })).toThrow(ShapeError);
+      expect(() => new LoraLayer(ctx, { W, rank: 2, alpha: Infinity })).toThrow('lora: alpha = Infinity, expected a finite number');
+      expect(() => new LoraLayer(ctx, { W, rank: 0, alpha: 1 })).toThrow(/rank = 0/);
+      const layer = new LoraLayer(ctx, { W, rank: 2, alpha: 4 });
+      expect(() => loraForward(ctx, layer, ctx.empty([3, 5]))).toThrow(
+        'loraForward: x has shape [3,5], expected [M,K] or [batch,T,K] with K = 6 (W is [8,6])',
+      );
+      const { saved } = loraForward(ctx, layer, ctx.empty([3, 6]));
+      expect(() => loraBackward(ctx, layer, saved!, ctx.empty([3, 7]))).toThrow(/dy has shape \[3,7\]/);
+      loraMerge(ctx, layer);
+      expect(() => loraBackward(ctx, layer, saved!, ctx.empty([3, 8]))).toThrow(/the layer is merged/);
+    });
+  });
+});
