@@ -1,5 +1,6 @@
-// lerp.wgsl — weight interpolation (WiSE-FT): θ = (1 − α)·θ0 + α·θ1, computed as
-// θ0 + α·(θ1 − θ0) in f32, over flat parameter arenas viewed as vec4s.
+// lerp.wgsl — weight interpolation (WiSE-FT): θ = (1 − α)·θ0 + α·θ1, computed in f32 as
+// fma(α, θ1, (1 − α)·θ0) so that α = 0 gives θ0 and α = 1 gives θ1 exactly, over flat
+// parameter arenas viewed as vec4s.
 //
 // θ0, θ1, out: [n] (n4 = ceil(n/4) vec4s; the launcher binds tensors rounded up to 16 bytes,
 // so the last vec4 may read and write a tensor's padding, never another tensor).
@@ -23,6 +24,10 @@ override PER: u32 = 16u;
 @group(0) @binding(3) var<storage, read_write> acc: array<vec4<T>>;
 @group(0) @binding(4) var<uniform> params: Params;
 
+fn blend(t0: vec4<f32>, t1: vec4<f32>) -> vec4<f32> {
+  return fma(vec4<f32>(params.alpha), t1, vec4<f32>(1.0 - params.alpha) * t0);
+}
+
 fn chunk_base(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
   return (wid.x + wid.y * nwg.x) * PER * WG + lid.x;
 }
@@ -33,8 +38,7 @@ fn lerp(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var j = 0u; j < PER; j++) {
     let i = base + j * WG;
     if (i < params.n4) {
-      let a = vec4<f32>(theta0[i]);
-      out[i] = vec4<T>(fma(vec4<f32>(params.alpha), vec4<f32>(theta1[i]) - a, a));
+      out[i] = vec4<T>(blend(vec4<f32>(theta0[i]), vec4<f32>(theta1[i])));
     }
   }
 }
@@ -45,8 +49,7 @@ fn lerp_inplace(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
   for (var j = 0u; j < PER; j++) {
     let i = base + j * WG;
     if (i < params.n4) {
-      let a = vec4<f32>(acc[i]);
-      acc[i] = vec4<T>(fma(vec4<f32>(params.alpha), vec4<f32>(theta1[i]) - a, a));
+      acc[i] = vec4<T>(blend(vec4<f32>(acc[i]), vec4<f32>(theta1[i])));
     }
   }
 }
