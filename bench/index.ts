@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,dispatch,elementwise,peers]
+ * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,dispatch,elementwise,lora,peers]
  *
  * Prints one table (wall and GPU medians, GFLOP/s or GB/s) and writes
  * bench/results/<adapter>.json. Wall times of matmul rows include reading C back,
@@ -17,6 +17,7 @@ import { copy, fill } from '../src/kernels/elementwise.js';
 import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';
 import { sum } from '../src/kernels/reduce.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
+import { loraSuite } from './lora.js';
 import { jaxMatmul, tfjsMatmul } from './peers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -24,7 +25,7 @@ const { values: args } = parseArgs({
   options: {
     sizes: { type: 'string', default: '128,256,512,1024' },
     large: { type: 'boolean', default: false },
-    suites: { type: 'string', default: 'matmul,dispatch,elementwise,peers' },
+    suites: { type: 'string', default: 'matmul,dispatch,elementwise,lora,peers' },
     versions: { type: 'string', default: MATMUL_VERSIONS.join(',') },
     'max-time': { type: 'string', default: '1.5' },
     f16: { type: 'boolean', default: false },
@@ -144,6 +145,7 @@ async function main(): Promise<void> {
     if (args.f16 && caps.f16) await matmulSuite(ctx, rows, 'f16');
   }
   if (suites.has('elementwise')) await elementwiseSuite(ctx, rows);
+  if (suites.has('lora')) await loraSuite(ctx, rows, maxTime);
   if (suites.has('peers')) {
     for (const [name, peer] of [['tfjs-webgpu', tfjsMatmul], ['jax-js', jaxMatmul]] as const) {
       try {
