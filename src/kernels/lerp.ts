@@ -28,8 +28,7 @@ function dispatch(ctx: GpuContext, entry: string, dtype: DType, n: number, bindi
   const n4 = Math.ceil(n / 4);
   ctx.dispatch(lerpModule(dtype), entry, {
     bindings,
-    params: { n4, alpha },
-    constants: { PER },
+    params: { n4, alpha, per: PER },
     workgroups: grid2d(ctx, Math.ceil(n4 / (WG * PER)), entry),
   });
 }

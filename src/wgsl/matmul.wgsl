@@ -108,6 +108,11 @@ fn trainable(m: u32, n: u32) -> bool {
   return true;
 }
 
+fn lr_v_at(n: u32, j: u32) -> f32 {
+  if (LR_VT) { return f32(lr_v[j * params.N + n]); }
+  return f32(lr_v[n * params.rank + j]);
+}
+
 fn low_rank(m: u32, n: u32) -> f32 {
   var s = 0.0;
   for (var j = 0u; j < params.rank; j++) {
@@ -118,12 +123,19 @@ fn low_rank(m: u32, n: u32) -> f32 {
   return params.lrScale * s;
 }
 
-// The value stored at C[z, m, n] for the accumulated product `acc`.
-fn epilogue(acc: f32, z: u32, m: u32, n: u32) -> T {
-  let ci = z * params.strideC + m * params.N + n;
-  if (MASK != 0u && !trainable(m, n)) { return T(0.0); }
+// alpha·acc plus the low-rank term, for versions that do not fold the latter into their
+// register tile (the register-blocked ones extend their K loop by `rank` steps instead).
+fn scaled(acc: f32, m: u32, n: u32) -> f32 {
   var v = params.alpha * acc;
   if (LORA) { v += low_rank(m, n); }
+  return v;
+}
+
+// The value stored at C[z, m, n] given v = alpha·op(A)·op(B) (+ the low-rank term).
+fn epilogue(scaled_acc: f32, z: u32, m: u32, n: u32) -> T {
+  let ci = z * params.strideC + m * params.N + n;
+  if (MASK != 0u && !trainable(m, n)) { return T(0.0); }
+  var v = scaled_acc;
   if (params.beta != 0.0) { v += params.beta * f32(c[ci]); }
   if (HAS_BIAS) { v += f32(bias[n]); }
   if (ACT == 1u) { v = max(v, 0.0); } else if (ACT == 2u) { v = gelu_tanh(v); }
@@ -145,7 +157,7 @@ fn matmul_naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   for (var k = 0u; k < params.K; k++) {
     acc += f32(a[a_index(baseA, m, k)]) * f32(b[b_index(baseB, k, n)]);
   }
-  c[z * params.strideC + m * params.N + n] = epilogue(acc, z, m, n);
+  c[z * params.strideC + m * params.N + n] = epilogue(scaled(acc, m, n), z, m, n);
 }
 
 // ---------------------------------------------------------------- v1: register-blocked
@@ -182,6 +194,23 @@ fn matmul_regblock(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
       acc1[i] = fma(vec4<f32>(av), b1, acc1[i]);
     }
   }
+  // alpha, then the low-rank term as `rank` more steps of the same register tile (the K
+  // extension [A | s·U]·[B | V]ᵀ): r·8·8 FMAs per lane instead of a dot product per output.
+  for (var i = 0u; i < RB_ROWS; i++) {
+    acc0[i] *= params.alpha;
+    acc1[i] *= params.alpha;
+  }
+  if (LORA) {
+    for (var j = 0u; j < params.rank; j++) {
+      let v0 = vec4<f32>(lr_v_at(cols[0], j), lr_v_at(cols[1], j), lr_v_at(cols[2], j), lr_v_at(cols[3], j));
+      let v1 = vec4<f32>(lr_v_at(cols[4], j), lr_v_at(cols[5], j), lr_v_at(cols[6], j), lr_v_at(cols[7], j));
+      for (var i = 0u; i < RB_ROWS; i++) {
+        let uv = params.lrScale * f32(lr_u[rows[i] * params.rank + j]);
+        acc0[i] = fma(vec4<f32>(uv), v0, acc0[i]);
+        acc1[i] = fma(vec4<f32>(uv), v1, acc1[i]);
+      }
+    }
+  }
   for (var i = 0u; i < RB_ROWS; i++) {
     let m = m0 + i;
     if (m >= params.M) { break; }
@@ -211,6 +240,7 @@ fn matmul_regblock4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
   let n0 = (tile.y * RB_LANES + lid.x) * 8u;
   let baseA = z * params.strideA;
   let lastM = params.M - 1u;
+  let lastN = params.N - 1u;
   let N4 = params.N / 4u;
   var rows: array<u32, 8>;
   for (var i = 0u; i < RB_ROWS; i++) { rows[i] = min(m0 + i, lastM); }
@@ -227,6 +257,23 @@ fn matmul_regblock4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
       let av = f32(a[a_index(baseA, rows[i], k)]);
       acc0[i] = fma(vec4<f32>(av), b0, acc0[i]);
       acc1[i] = fma(vec4<f32>(av), b1, acc1[i]);
+    }
+  }
+  // alpha, then the low-rank term as `rank` more steps of the same register tile (the K
+  // extension [A | s·U]·[B | V]ᵀ): r·8·8 FMAs per lane instead of a dot product per output.
+  for (var i = 0u; i < RB_ROWS; i++) {
+    acc0[i] *= params.alpha;
+    acc1[i] *= params.alpha;
+  }
+  if (LORA) {
+    for (var j = 0u; j < params.rank; j++) {
+      let v0 = vec4<f32>(lr_v_at(min(n0 + 0u, lastN), j), lr_v_at(min(n0 + 1u, lastN), j), lr_v_at(min(n0 + 2u, lastN), j), lr_v_at(min(n0 + 3u, lastN), j));
+      let v1 = vec4<f32>(lr_v_at(min(n0 + 4u, lastN), j), lr_v_at(min(n0 + 5u, lastN), j), lr_v_at(min(n0 + 6u, lastN), j), lr_v_at(min(n0 + 7u, lastN), j));
+      for (var i = 0u; i < RB_ROWS; i++) {
+        let uv = params.lrScale * f32(lr_u[rows[i] * params.rank + j]);
+        acc0[i] = fma(vec4<f32>(uv), v0, acc0[i]);
+        acc1[i] = fma(vec4<f32>(uv), v1, acc1[i]);
+      }
     }
   }
   for (var i = 0u; i < RB_ROWS; i++) {
@@ -291,7 +338,7 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let rowC = z * params.strideC + m * params.N;
     for (var j = 0u; j < 4u; j++) {
       let n = n0 + lid.x + j * 16u;
-      if (n < params.N) { c[rowC + n] = epilogue(acc[i][j], z, m, n); }
+      if (n < params.N) { c[rowC + n] = epilogue(scaled(acc[i][j], m, n), z, m, n); }
     }
   }
 }

@@ -129,6 +129,38 @@ describe('matmul edge shapes, every version and op(A)/op(B)', () => {
     }
   }, 600_000);
 
+  it('adds a low-rank term s·U·Vᵀ (V as [N,r] or [r,N]) in the same pass, on every version', async () => {
+    const [M, N, K, r] = [21, 44, 37, 5];
+    const R = rng(77);
+    const f = (n: number) => Array.from(randomArray(n, R), Math.fround);
+    const a = f(M * K);
+    const b = f(K * N);
+    const u = f(M * r);
+    const v = f(N * r);
+    const base = matmulRef({ a, b, M, N, K, alpha: 0.5 });
+    for (const vTransposed of [false, true]) {
+      // V [N,r] or its transpose [r,N]: the same term either way.
+      const vData = vTransposed ? Array.from({ length: N * r }, (_, i) => v[(i % N) * r + Math.floor(i / N)]!) : v;
+      const want = base.map((x, i) => {
+        const m = Math.floor(i / N);
+        const n = i % N;
+        let acc = 0;
+        for (let j = 0; j < r; j++) acc += u[m * r + j]! * v[n * r + j]!;
+        return x + 1.5 * acc;
+      });
+      for (const version of versionsFor(N, false)) {
+        await ctx.scopeAsync(async () => {
+          const C = matmul(ctx, ctx.tensor(a, [M, K]), ctx.tensor(b, [K, N]), {
+            version,
+            alpha: 0.5,
+            lowRank: { u: ctx.tensor(u, [M, r]), v: ctx.tensor(vData, vTransposed ? [r, N] : [N, r]), scale: 1.5, vTransposed },
+          });
+          expectClose(await C.read(), want, { atol: 1e-5 * Math.sqrt(K), rtol: 1e-4 }, `lowRank ${version} vT=${vTransposed}`);
+        });
+      }
+    }
+  }, 600_000);
+
   it('picks regblock4 on a software adapter only where it applies', () => {
     if (ctx.caps.software) {
       expect(pickMatmulVersion(ctx, 1024, false)).toBe('regblock4');
