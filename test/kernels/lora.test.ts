@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import { initLora, LoraLayer, loraBackward, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
-import { loraForwardRef, loraGradsRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
+import { loraForwardRef, loraGradsRef, loraMergeRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
 import { dropoutMaskRef, uniformRef } from '../../src/kernels/random.ref.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
@@ -143,8 +143,8 @@ describe('LoRA layer against the f64 reference', () => {
     });
   });
 
-  it('merge then unmerge returns W within f32 rounding; a merged layer forwards like the unmerged one', async () => {
-    const sh: Shape = { M: 6, N: 40, K: 36, r: 8, bias: true };
+  for (const sh of [{ M: 6, N: 40, K: 36, r: 8, bias: true }, { M: 3, N: 9, K: 13, r: 2, bias: true }] as Shape[]) {
+  it(`merge matches W + s·B·A; unmerge returns W within f32 rounding; merged forward = unmerged (K=${sh.K}: ${sh.K % 4 ? 'matmul fallback' : 'vec4 kernel'})`, async () => {
     const q = problem(sh, 21);
     await ctx.scopeAsync(async () => {
       const layer = new LoraLayer(ctx, {
@@ -155,6 +155,7 @@ describe('LoRA layer against the f64 reference', () => {
       const before = await loraForward(ctx, layer, x).y.read();
       loraMerge(ctx, layer);
       expect(layer.merged).toBe(true);
+      expectClose(await layer.W.read(), loraMergeRef(q.W, q.A, q.B, sh.N, sh.K, sh.r, q.s), { atol: 1e-6, rtol: 1e-5 }, 'merged W');
       expect(() => loraMerge(ctx, layer)).toThrow(ArgumentError);
       expect(() => loraMerge(ctx, layer)).toThrow('loraMerge: the layer is already merged (merged = true); unmerge it first');
       const merged = await loraForward(ctx, layer, x).y.read();
@@ -164,6 +165,7 @@ describe('LoRA layer against the f64 reference', () => {
       expectClose(await layer.W.read(), q.W, { atol: 1e-6, rtol: 1e-6 }, 'unmerge(merge(W)) = W');
     });
   });
+  }
 
   it('initialises A Kaiming-uniform (seeded, as the CPU Philox reference) and B to zero', async () => {
     await ctx.scopeAsync(async () => {
