@@ -144,7 +144,7 @@ describe('LoRA layer against the f64 reference', () => {
   });
 
   for (const sh of [{ M: 6, N: 40, K: 36, r: 8, bias: true }, { M: 3, N: 9, K: 13, r: 2, bias: true }] as Shape[]) {
-  it(`merge matches W + s·B·A; unmerge returns W within f32 rounding; merged forward = unmerged (K=${sh.K}: ${sh.K % 4 ? 'matmul fallback' : 'vec4 kernel'})`, async () => {
+  it(`merge matches W + s·B·A; unmerge returns W within f32 rounding; merged forward = unmerged (K=${sh.K}: ${sh.K % 4 ? 'regblock' : 'regblock4'})`, async () => {
     const q = problem(sh, 21);
     await ctx.scopeAsync(async () => {
       const layer = new LoraLayer(ctx, {
