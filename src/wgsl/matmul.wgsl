@@ -162,6 +162,43 @@ fn matmul_naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 
 // ---------------------------------------------------------------- v1: register-blocked
 
+// The end of both register-blocked versions: alpha, then the low-rank term as `rank` more
+// steps of the same register tile (the K extension [A | s·U]·[B | V]ᵀ: r·8·8 FMAs per lane
+// instead of a dot product per output), then the epilogue and the guarded stores. Column j of
+// the tile is n0 + j·colStep (clamped in `cols` for loads).
+fn finish_tile(acc0: ptr<function, array<vec4<f32>, 8>>, acc1: ptr<function, array<vec4<f32>, 8>>,
+               z: u32, m0: u32, rows: array<u32, 8>, cols: array<u32, 8>, n0: u32, colStep: u32) {
+  for (var i = 0u; i < RB_ROWS; i++) {
+    (*acc0)[i] *= params.alpha;
+    (*acc1)[i] *= params.alpha;
+  }
+  if (LORA) {
+    for (var j = 0u; j < params.rank; j++) {
+      let v0 = vec4<f32>(lr_v_at(cols[0], j), lr_v_at(cols[1], j), lr_v_at(cols[2], j), lr_v_at(cols[3], j));
+      let v1 = vec4<f32>(lr_v_at(cols[4], j), lr_v_at(cols[5], j), lr_v_at(cols[6], j), lr_v_at(cols[7], j));
+      for (var i = 0u; i < RB_ROWS; i++) {
+        let uv = params.lrScale * f32(lr_u[rows[i] * params.rank + j]);
+        (*acc0)[i] = fma(vec4<f32>(uv), v0, (*acc0)[i]);
+        (*acc1)[i] = fma(vec4<f32>(uv), v1, (*acc1)[i]);
+      }
+    }
+  }
+  for (var i = 0u; i < RB_ROWS; i++) {
+    let m = m0 + i;
+    if (m >= params.M) { break; }
+    let rowC = z * params.strideC + m * params.N;
+    for (var j = 0u; j < 8u; j++) {
+      let n = n0 + j * colStep;
+      if (n < params.N) {
+        var v: f32;
+        if (j < 4u) { v = (*acc0)[i][j]; } else { v = (*acc1)[i][j - 4u]; }
+        c[rowC + n] = epilogue(v, z, m, n);
+      }
+    }
+  }
+}
+
+
 const RB_ROWS = 8u;
 
 @compute @workgroup_size(RB_LANES, 1, 1)
@@ -194,36 +231,7 @@ fn matmul_regblock(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
       acc1[i] = fma(vec4<f32>(av), b1, acc1[i]);
     }
   }
-  // alpha, then the low-rank term as `rank` more steps of the same register tile (the K
-  // extension [A | s·U]·[B | V]ᵀ): r·8·8 FMAs per lane instead of a dot product per output.
-  for (var i = 0u; i < RB_ROWS; i++) {
-    acc0[i] *= params.alpha;
-    acc1[i] *= params.alpha;
-  }
-  if (LORA) {
-    for (var j = 0u; j < params.rank; j++) {
-      let v0 = vec4<f32>(lr_v_at(cols[0], j), lr_v_at(cols[1], j), lr_v_at(cols[2], j), lr_v_at(cols[3], j));
-      let v1 = vec4<f32>(lr_v_at(cols[4], j), lr_v_at(cols[5], j), lr_v_at(cols[6], j), lr_v_at(cols[7], j));
-      for (var i = 0u; i < RB_ROWS; i++) {
-        let uv = params.lrScale * f32(lr_u[rows[i] * params.rank + j]);
-        acc0[i] = fma(vec4<f32>(uv), v0, acc0[i]);
-        acc1[i] = fma(vec4<f32>(uv), v1, acc1[i]);
-      }
-    }
-  }
-  for (var i = 0u; i < RB_ROWS; i++) {
-    let m = m0 + i;
-    if (m >= params.M) { break; }
-    let rowC = z * params.strideC + m * params.N;
-    for (var j = 0u; j < 8u; j++) {
-      let n = n0 + j * RB_LANES;
-      if (n < params.N) {
-        var v: f32;
-        if (j < 4u) { v = acc0[i][j]; } else { v = acc1[i][j - 4u]; }
-        c[rowC + n] = epilogue(v, z, m, n);
-      }
-    }
-  }
+  finish_tile(&acc0, &acc1, z, m0, rows, cols, n0, RB_LANES);
 }
 
 // ---------------------------------------------------------------- v1b: register-blocked, B as vec4
@@ -259,36 +267,9 @@ fn matmul_regblock4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
       acc1[i] = fma(vec4<f32>(av), b1, acc1[i]);
     }
   }
-  // alpha, then the low-rank term as `rank` more steps of the same register tile (the K
-  // extension [A | s·U]·[B | V]ᵀ): r·8·8 FMAs per lane instead of a dot product per output.
-  for (var i = 0u; i < RB_ROWS; i++) {
-    acc0[i] *= params.alpha;
-    acc1[i] *= params.alpha;
-  }
-  if (LORA) {
-    for (var j = 0u; j < params.rank; j++) {
-      let v0 = vec4<f32>(lr_v_at(min(n0 + 0u, lastN), j), lr_v_at(min(n0 + 1u, lastN), j), lr_v_at(min(n0 + 2u, lastN), j), lr_v_at(min(n0 + 3u, lastN), j));
-      let v1 = vec4<f32>(lr_v_at(min(n0 + 4u, lastN), j), lr_v_at(min(n0 + 5u, lastN), j), lr_v_at(min(n0 + 6u, lastN), j), lr_v_at(min(n0 + 7u, lastN), j));
-      for (var i = 0u; i < RB_ROWS; i++) {
-        let uv = params.lrScale * f32(lr_u[rows[i] * params.rank + j]);
-        acc0[i] = fma(vec4<f32>(uv), v0, acc0[i]);
-        acc1[i] = fma(vec4<f32>(uv), v1, acc1[i]);
-      }
-    }
-  }
-  for (var i = 0u; i < RB_ROWS; i++) {
-    let m = m0 + i;
-    if (m >= params.M) { break; }
-    let rowC = z * params.strideC + m * params.N;
-    for (var j = 0u; j < 8u; j++) {
-      let n = n0 + j;
-      if (n < params.N) {
-        var v: f32;
-        if (j < 4u) { v = acc0[i][j]; } else { v = acc1[i][j - 4u]; }
-        c[rowC + n] = epilogue(v, z, m, n);
-      }
-    }
-  }
+  var cols: array<u32, 8>;
+  for (var j = 0u; j < 8u; j++) { cols[j] = min(n0 + j, lastN); }
+  finish_tile(&acc0, &acc1, z, m0, rows, cols, n0, 1u);
 }
 
 // ---------------------------------------------------------------- v2: workgroup-tiled
