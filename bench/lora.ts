@@ -5,7 +5,7 @@
  */
 import type { GpuContext } from '../src/gpu/context.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import { add } from '../src/kernels/elementwise.js';
+import { add, transpose } from '../src/kernels/elementwise.js';
 import { copy4, lerp } from '../src/kernels/lerp.js';
 import { initLora, LoraLayer, loraBackward, loraForward, loraMerge, loraUnmerge } from '../src/kernels/lora.js';
 import { GradMask, maskedGrad } from '../src/kernels/maskedGrad.js';
@@ -68,6 +68,13 @@ export async function loraSuite(ctx: GpuContext, rows: Row[], maxTime: number): 
   }, { flops: 2 * N * r * K + 4 * M * K * N });
   fused.note = `${(fused.gpuMs! / base.gpuMs!).toFixed(2)}× base, ${(fused.gpuMs! / unfused.gpuMs!).toFixed(2)}× skinny unfused, ${(fused.gpuMs! / materialised.gpuMs!).toFixed(2)}× B·A unfused`;
   rows.push(base, fused, unfused, materialised);
+  // The same layer with W stored [K,N]: the base product needs no transpose.
+  const layerKN = new LoraLayer(ctx, { W: transpose(ctx, layer.W), wLayout: 'KN', A: layer.A, B: layer.B, rank: r, alpha: 16 });
+  const baseKN = await t(`base matmul x·W, W stored [K,N], ${shape}`, () => matmul(ctx, x, layerKN.W), { flops: 2 * M * K * N });
+  const fusedKN = await t(`fused forward, W stored [K,N], ${shape}`, () => loraForward(ctx, layerKN, x).y, { flops: fwdFlops });
+  fusedKN.note = `${(fusedKN.gpuMs! / baseKN.gpuMs!).toFixed(2)}× its base, ${(fusedKN.gpuMs! / fused.gpuMs!).toFixed(2)}× the [N,K] layer`;
+  rows.push(baseKN, fusedKN);
+  layerKN.W.dispose();
 
   const { saved } = loraForward(ctx, layer, x);
   const bwdFlops = 2 * M * N * r * 2 + 2 * M * r * K + 2 * M * N * K + 2 * M * r * K;

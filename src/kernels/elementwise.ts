@@ -130,3 +130,13 @@ export const gelu = (ctx: GpuContext, x: Tensor, out?: Tensor) => unary('gelu', 
 export const reluBackward = (ctx: GpuContext, x: Tensor, dy: Tensor, out?: Tensor) => unaryBackward('relu_backward', ctx, x, dy, out);
 /** dx = dy · gelu'(x) (tanh approximation). */
 export const geluBackward = (ctx: GpuContext, x: Tensor, dy: Tensor, out?: Tensor) => unaryBackward('gelu_backward', ctx, x, dy, out);
+
+/** The transpose of a 2-D tensor ([R,C] -> [C,R]), e.g. to store a frozen weight as [in, out]. */
+export function transpose(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
+  const dt = checkTensor('transpose', 'x', x);
+  if (x.shape.length !== 2) throw new ShapeError(`transpose: x has shape ${fmtShape(x.shape)}, expected rank 2`);
+  const [R, C] = x.shape as [number, number];
+  const o = outputTensor(ctx, 'transpose', out, [C, R], dt);
+  run(ctx, 'transpose2d', dt, x.size, { x, out: o }, C);
+  return o;
+}

@@ -7,7 +7,8 @@
 //
 // Entries: fill, copy, add, sub, mul, scale, axpy (y += alpha·x, in place),
 //          relu, relu_backward, gelu, gelu_backward (tanh approximation),
-//          cast_to_t (f32 -> T), cast_from_t (T -> f32).
+//          cast_to_t (f32 -> T), cast_from_t (T -> f32),
+//          transpose2d (x [n/ny, ny] -> out [ny, n/ny]).
 alias T = f32;
 
 struct Params {
@@ -121,4 +122,16 @@ fn cast_to_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 fn cast_from_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat(gid, nwg);
   if (i < params.n) { out32[i] = f32(x[i]); }
+}
+
+// out[j, i] = x[i, j] for x [rows, cols] with cols = ny; for converting a frozen weight's
+// layout once (torch's [out, in] to [in, out]), not for hot loops.
+@compute @workgroup_size(WG)
+fn transpose2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= params.n) { return; }
+  let rows = params.n / params.ny;
+  let r = i / params.ny;
+  let col = i % params.ny;
+  out[col * rows + r] = x[i];
 }

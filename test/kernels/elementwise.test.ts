@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { roundHalf } from '../../src/gpu/half.js';
 import type { DType } from '../../src/gpu/kernel.js';
-import { add, axpy, cast, copy, fill, gelu, geluBackward, mul, relu, reluBackward, scale, sub } from '../../src/kernels/elementwise.js';
+import { add, axpy, cast, copy, fill, gelu, geluBackward, mul, relu, reluBackward, scale, sub, transpose } from '../../src/kernels/elementwise.js';
 import { binaryRef, geluTanhGradRef, geluTanhRef, mapRef } from '../../src/kernels/elementwise.ref.js';
 import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
 
@@ -64,6 +64,20 @@ describe('elementwise kernels against the f64 reference', () => {
         });
       }
     }
+  });
+
+  it('transposes 2-D tensors', async () => {
+    for (const [R, C] of [[1, 1], [1, 7], [5, 1], [13, 29], [64, 3]] as const) {
+      const x = rounded(R * C, R * 100 + C, 'f32');
+      const got = await ctx.scopeAsync(async () => {
+        const T = transpose(ctx, ctx.tensor(x, [R, C]));
+        expect(T.shape).toEqual([C, R]);
+        return T.read();
+      });
+      const want = Array.from({ length: R * C }, (_, i) => x[(i % R) * C + Math.floor(i / R)]!);
+      expectClose(got, want, { atol: 0, rtol: 0 }, `transpose ${R}x${C}`);
+    }
+    expect(() => ctx.scope(() => transpose(ctx, ctx.empty([2, 3, 4])))).toThrow('transpose: x has shape [2,3,4], expected rank 2');
   });
 
   it('axpy updates y in place', async () => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
+import { transpose } from '../../src/kernels/elementwise.js';
 import { initLora, LoraLayer, loraBackward, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
 import { loraForwardRef, loraGradsRef, loraMergeRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
 import { dropoutMaskRef, uniformRef } from '../../src/kernels/random.ref.js';
@@ -21,6 +22,8 @@ interface Shape {
   bias?: boolean;
   p?: number;
   rs?: boolean;
+  /** Store W as [K,N] (wLayout 'KN'), transposed on the GPU. */
+  kn?: boolean;
 }
 
 function problem(sh: Shape, seed: number): LoraRefProblem & { alpha: number } {
@@ -49,7 +52,15 @@ const SHAPES: Shape[] = [
   { M: 33, N: 40, K: 24, r: 24 }, // r = K
   { M: 12, N: 64, K: 48, r: 8, batch: 3, bias: true, rs: true },
   { M: 65, N: 36, K: 130, r: 3 },
+  { M: 7, N: 13, K: 31, r: 4, bias: true, kn: true },
+  { M: 12, N: 64, K: 48, r: 8, batch: 3, kn: true },
 ];
+
+/** W uploaded as [N,K], or transposed on the GPU to [K,N] for wLayout 'KN'. */
+function weight(q: LoraRefProblem, kn: boolean | undefined) {
+  const W = ctx.tensor(q.W, [q.N, q.K]);
+  return kn ? { W: transpose(ctx, W), wLayout: 'KN' as const } : { W };
+}
 
 describe('LoRA layer against the f64 reference', () => {
   for (const sh of SHAPES) {
@@ -61,7 +72,7 @@ describe('LoRA layer against the f64 reference', () => {
       await ctx.scopeAsync(async () => {
         const xShape = sh.batch ? [sh.batch, sh.M / sh.batch, sh.K] : [sh.M, sh.K];
         const layer = new LoraLayer(ctx, {
-          W: ctx.tensor(q.W, [sh.N, sh.K]),
+          ...weight(q, sh.kn),
           bias: q.bias ? ctx.tensor(q.bias, [sh.N]) : undefined,
           A: ctx.tensor(q.A, [sh.r, sh.K]),
           B: ctx.tensor(q.B, [sh.N, sh.r]),
@@ -143,26 +154,28 @@ describe('LoRA layer against the f64 reference', () => {
     });
   });
 
-  for (const sh of [{ M: 6, N: 40, K: 36, r: 8, bias: true }, { M: 3, N: 9, K: 13, r: 2, bias: true }] as Shape[]) {
-  it(`merge matches W + s·B·A; unmerge returns W within f32 rounding; merged forward = unmerged (K=${sh.K}: ${sh.K % 4 ? 'regblock' : 'regblock4'})`, async () => {
+  for (const sh of [{ M: 6, N: 40, K: 36, r: 8, bias: true }, { M: 3, N: 9, K: 13, r: 2, bias: true }, { M: 4, N: 12, K: 20, r: 3, kn: true }] as Shape[]) {
+  it(`merge matches W + s·B·A; unmerge returns W within f32 rounding; merged forward = unmerged (K=${sh.K}${sh.kn ? ', W as [K,N]' : ''})`, async () => {
     const q = problem(sh, 21);
     await ctx.scopeAsync(async () => {
       const layer = new LoraLayer(ctx, {
-        W: ctx.tensor(q.W, [sh.N, sh.K]), bias: ctx.tensor(q.bias!, [sh.N]),
+        ...weight(q, sh.kn), bias: q.bias ? ctx.tensor(q.bias, [sh.N]) : undefined,
         A: ctx.tensor(q.A, [sh.r, sh.K]), B: ctx.tensor(q.B, [sh.N, sh.r]), rank: sh.r, alpha: q.alpha,
       });
+      // W as stored, read back in [N,K] order for the reference.
+      const readW = async () => (sh.kn ? transpose(ctx, layer.W).read() : layer.W.read());
       const x = ctx.tensor(q.x, [sh.M, sh.K]);
       const before = await loraForward(ctx, layer, x).y.read();
       loraMerge(ctx, layer);
       expect(layer.merged).toBe(true);
-      expectClose(await layer.W.read(), loraMergeRef(q.W, q.A, q.B, sh.N, sh.K, sh.r, q.s), { atol: 1e-6, rtol: 1e-5 }, 'merged W');
+      expectClose(await readW(), loraMergeRef(q.W, q.A, q.B, sh.N, sh.K, sh.r, q.s), { atol: 1e-6, rtol: 1e-5 }, 'merged W');
       expect(() => loraMerge(ctx, layer)).toThrow(ArgumentError);
       expect(() => loraMerge(ctx, layer)).toThrow('loraMerge: the layer is already merged (merged = true); unmerge it first');
       const merged = await loraForward(ctx, layer, x).y.read();
       expectClose(merged, before, tol(sh.K), 'merged forward = unmerged forward');
       loraUnmerge(ctx, layer);
       expect(() => loraUnmerge(ctx, layer)).toThrow('loraUnmerge: the layer is not merged');
-      expectClose(await layer.W.read(), q.W, { atol: 1e-6, rtol: 1e-6 }, 'unmerge(merge(W)) = W');
+      expectClose(await readW(), q.W, { atol: 1e-6, rtol: 1e-6 }, 'unmerge(merge(W)) = W');
     });
   });
   }
