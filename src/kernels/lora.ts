@@ -18,11 +18,13 @@
  */
 import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
+import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
+import { wgsl } from '../wgsl/sources.js';
 import { add, fill } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { dropout, normal, uniform } from './random.js';
-import { fmtShape } from './util.js';
+import { fmtShape, grid2d } from './util.js';
 
 /** s = α/r, or α/√r with rsLoRA. */
 export function loraScale(alpha: number, rank: number, rsLora = false): number {
@@ -118,6 +120,28 @@ export function initLora(ctx: GpuContext, layer: LoraLayer, o: LoraInitOptions):
   fill(ctx, layer.B, 0);
 }
 
+/** Largest rank lora.wgsl's skinny kernel takes; larger ranks use the matmul family. */
+export const LORA_DOWN_MAX_RANK = 16;
+
+/**
+ * u = x·Aᵀ for x [..., K] and A [r,K], shaped [..., r]: lora.wgsl's skinny kernel (lanes split
+ * K) for r ≤ 16, else the matmul family.
+ */
+export function loraDown(ctx: GpuContext, x: Tensor, A: Tensor, scale = 1): Tensor {
+  const [r, K] = A.shape as [number, number];
+  if (r > LORA_DOWN_MAX_RANK) return matmul(ctx, x, A, { transB: true, alpha: scale });
+  const M = x.size / K;
+  const u = ctx.empty([...x.shape.slice(0, -1), r], x.dtype, 'lora.u');
+  const rows = Math.max(1, Math.min(8, Math.floor(64 / r)));
+  ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, x.dtype), 'lora_down', {
+    bindings: { x, a: A, u },
+    params: { M, K, scale },
+    constants: { ROWS: rows, RANK: r },
+    workgroups: grid2d(ctx, Math.ceil(M / rows), 'loraDown'),
+  });
+  return u;
+}
+
 /** What backward needs from forward. */
 export interface LoraSaved {
   x: Tensor;
@@ -161,7 +185,7 @@ export function loraForward(ctx: GpuContext, layer: LoraLayer, x: Tensor, o: Lor
   const drop = (o.training ?? true) && layer.dropout > 0;
   const u = ctx.scope(() => {
     const xd = drop ? dropout(ctx, x, { p: layer.dropout, seed, offset }) : x;
-    return matmul(ctx, xd, layer.A, { transB: true });
+    return loraDown(ctx, xd, layer.A);
   });
   const y = matmul(ctx, x, layer.W, { transB, bias: layer.bias, lowRank: { u, v: layer.B, scale: layer.scale } });
   return { y, saved: { x, u, seed, offset, dropout: drop ? layer.dropout : 0 } };

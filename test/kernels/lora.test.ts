@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import { transpose } from '../../src/kernels/elementwise.js';
-import { initLora, LoraLayer, loraBackward, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
+import { initLora, LORA_DOWN_MAX_RANK, LoraLayer, loraBackward, loraDown, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
+import { matmulRef } from '../../src/kernels/matmul.ref.js';
 import { loraForwardRef, loraGradsRef, loraMergeRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
 import { dropoutMaskRef, uniformRef } from '../../src/kernels/random.ref.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
@@ -93,6 +94,16 @@ describe('LoRA layer against the f64 reference', () => {
       });
     });
   }
+
+  it('the skinny u = x·Aᵀ kernel (r ≤ 16) and its matmul fallback (r > 16) match the reference', async () => {
+    for (const [M, K, r] of [[1, 1, 1], [9, 70, 5], [33, 257, 16], [10, 40, 17], [64, 1024, 8]] as const) {
+      const x = Array.from(randomArray(M * K, rng(M + K)), Math.fround);
+      const A = Array.from(randomArray(r * K, rng(r)), Math.fround);
+      const want = matmulRef({ a: x, b: A, M, N: r, K, transB: true, alpha: 0.5 });
+      const got = await ctx.scopeAsync(() => loraDown(ctx, ctx.tensor(x, [M, K]), ctx.tensor(A, [r, K]), 0.5).read());
+      expectClose(got, want, tol(K), `loraDown M=${M} K=${K} r=${r}${r > LORA_DOWN_MAX_RANK ? ' (fallback)' : ''}`);
+    }
+  });
 
   it('gradients match finite differences of the f64 forward (dA, dB, dx separately)', async () => {
     const sh: Shape = { M: 5, N: 6, K: 7, r: 3, bias: true };

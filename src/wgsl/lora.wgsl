@@ -1,0 +1,52 @@
+// lora.wgsl — the skinny products of a LoRA layer, where one side is the rank r.
+//
+// lora_down: u = scale · x·Aᵀ, x [M,K], A [r,K], u [M,r], r ≤ 16.
+// The general matmul is a poor fit: u has only r columns, so lanes along N sit idle and B is
+// read transposed. Here the 64 lanes of a workgroup split K instead (lane l takes k = l + 64t,
+// so x and A are read contiguously), each lane keeps ROWS·r partial sums in registers, and one
+// barrier plus a 64-way sum in workgroup memory finishes ROWS rows of u per workgroup.
+// Accumulates in f32.
+alias T = f32;
+
+struct Params {
+  M: u32,
+  K: u32,
+  scale: f32,
+}
+
+const WG = 64u;
+// Rows of x per workgroup and the rank; ROWS·RANK ≤ 64.
+override ROWS: u32 = 4u;
+override RANK: u32 = 8u;
+
+@group(0) @binding(0) var<storage, read> x: array<T>;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read_write> u: array<T>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+var<workgroup> partial: array<f32, 4096>;  // [WG lanes][64 sums]
+
+@compute @workgroup_size(WG)
+fn lora_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_id) lid: vec3<u32>) {
+  let m0 = (wid.x + wid.y * nwg.x) * ROWS;
+  let lastM = params.M - 1u;
+  var acc: array<f32, 64>;
+  for (var k = lid.x; k < params.K; k += WG) {
+    var av: array<f32, 16>;
+    for (var j = 0u; j < RANK; j++) { av[j] = f32(a[j * params.K + k]); }
+    for (var i = 0u; i < ROWS; i++) {
+      let xv = f32(x[min(m0 + i, lastM) * params.K + k]);
+      for (var j = 0u; j < RANK; j++) { acc[i * RANK + j] = fma(xv, av[j], acc[i * RANK + j]); }
+    }
+  }
+  for (var t = 0u; t < ROWS * RANK; t++) { partial[lid.x * 64u + t] = acc[t]; }
+  workgroupBarrier();
+  let t = lid.x;
+  if (t < ROWS * RANK) {
+    var s = 0.0;
+    for (var l = 0u; l < WG; l++) { s += partial[l * 64u + t]; }
+    let m = m0 + t / RANK;
+    if (m < params.M) { u[m * RANK + t % RANK] = T(params.scale * s); }
+  }
+}
