@@ -13,7 +13,8 @@ import type { GpuContext } from '../src/gpu/context.js';
 import { KernelModule, type DType } from '../src/gpu/kernel.js';
 import { createContext } from '../src/gpu/node.js';
 import type { Tensor } from '../src/gpu/tensor.js';
-import { copy, fill } from '../src/kernels/elementwise.js';
+import { copy, fill, transpose } from '../src/kernels/elementwise.js';
+import { dropout, uniform } from '../src/kernels/random.js';
 import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';
 import { sum } from '../src/kernels/reduce.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
@@ -117,6 +118,9 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
     ['copy kernel, 8M f32', () => void copy(ctx, x, y), 2 * n * 4],
     ['fill kernel, 8M f32', () => void fill(ctx, y, 2), n * 4],
     ['sum all, 8M f32', () => void sum(ctx, x, 'all', s), n * 4],
+    ['uniform init (Philox), 8M f32', () => void uniform(ctx, y, { seed: 1, lo: -1, hi: 1 }), n * 4],
+    ['dropout p=0.1 (Philox), 8M f32', () => void dropout(ctx, x, { seed: 1, p: 0.1 }, y), 2 * n * 4],
+    ['transpose [2048,4096] f32', () => void transpose(ctx, x.view([2048, 4096]), y.view([4096, 2048])), 2 * n * 4],
   ];
   for (const [name, encode, bytes] of cases) {
     encode();

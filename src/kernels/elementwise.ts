@@ -16,6 +16,15 @@ import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.j
 
 const WG = 256;
 
+/**
+ * Elements per invocation (see elementwise.wgsl): 32 on CPU adapters, where it makes copy and
+ * fill 2–4× faster than one element each (measured on lavapipe: 1.4 -> 5.2 GB/s); 4 on GPUs,
+ * which need many invocations in flight more than they need fewer of them.
+ */
+export function elementsPerInvocation(ctx: GpuContext): number {
+  return ctx.caps.software ? 32 : 4;
+}
+
 export function elementwiseModule(dtype: DType): KernelModule {
   return KernelModule.get('elementwise.wgsl', wgsl.elementwise, dtype);
 }
@@ -31,8 +40,8 @@ function run(
 ): void {
   ctx.dispatch(elementwiseModule(dtype), entry, {
     bindings,
-    params: { n, ny, alpha },
-    workgroups: grid2d(ctx, Math.ceil(n / WG), entry),
+    params: { n, ny, alpha, per: elementsPerInvocation(ctx) },
+    workgroups: grid2d(ctx, Math.ceil(n / (WG * elementsPerInvocation(ctx))), entry),
   });
 }
 

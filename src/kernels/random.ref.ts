@@ -38,9 +38,14 @@ function words(i: number, seed: number, offset: number) {
   return philoxRef([i, offset, 0, 0], splitSeed(seed));
 }
 
+/** The uniform draw of element i alone. */
+export function uniformAtRef(i: number, seed: number, offset: number, lo: number, hi: number): number {
+  return lo + (hi - lo) * unit(words(i, seed, offset)[0]);
+}
+
 export function uniformRef(n: number, seed: number, offset: number, lo: number, hi: number): Float64Array {
   const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * unit(words(i, seed, offset)[0]);
+  for (let i = 0; i < n; i++) out[i] = uniformAtRef(i, seed, offset, lo, hi);
   return out;
 }
 

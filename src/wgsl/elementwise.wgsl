@@ -3,7 +3,11 @@
 // out, x, y: [n] (any shape, flattened); y may be shorter and is then broadcast by
 // repetition: y[i % ny] (a bias [N] over rows of an [M,N] x has ny = N).
 // Arithmetic is in f32 whatever the storage type T.
-// Dispatches are 2-D (x up to 65535 workgroups, then y) so n may exceed 65535·256.
+// Each workgroup covers a contiguous chunk of per·WG elements, lanes interleaved (element
+// base + t·WG): a CPU adapter (llvmpipe) pays per workgroup and per invocation, and this runs
+// several times faster there than one element per invocation; `per` is a runtime value since
+// unrolling the loop (an override) made llvmpipe slower. Dispatches are 2-D (x up to 65535
+// workgroups, then y) so n may exceed 65535·WG·per.
 //
 // Entries: fill, copy, add, sub, mul, scale, axpy (y += alpha·x, in place),
 //          relu, relu_backward, gelu, gelu_backward (tanh approximation),
@@ -15,6 +19,7 @@ struct Params {
   n: u32,
   ny: u32,
   alpha: f32,
+  per: u32,
 }
 
 const WG = 256u;
@@ -27,8 +32,8 @@ const WG = 256u;
 @group(0) @binding(5) var<storage, read_write> acc: array<T>;
 @group(0) @binding(6) var<uniform> params: Params;
 
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-  return gid.x + gid.y * nwg.x * WG;
+fn chunk(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
+  return (wid.x + wid.y * nwg.x) * WG * params.per + lid.x;
 }
 
 fn gelu_tanh(v: f32) -> f32 {
@@ -45,93 +50,146 @@ fn gelu_tanh_grad(v: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(params.alpha); }
+fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(params.alpha); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn copy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = x[i]; }
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = x[i]; }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(f32(x[i]) + f32(y[i % params.ny])); }
+fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(f32(x[i]) + f32(y[i % params.ny])); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn sub(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(f32(x[i]) - f32(y[i % params.ny])); }
+fn sub(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(f32(x[i]) - f32(y[i % params.ny])); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(f32(x[i]) * f32(y[i % params.ny])); }
+fn mul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(f32(x[i]) * f32(y[i % params.ny])); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(params.alpha * f32(x[i])); }
+fn scale(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(params.alpha * f32(x[i])); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { acc[i] = T(fma(params.alpha, f32(x[i]), f32(acc[i]))); }
+fn axpy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { acc[i] = T(fma(params.alpha, f32(x[i]), f32(acc[i]))); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn relu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(max(f32(x[i]), 0.0)); }
+fn relu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(max(f32(x[i]), 0.0)); }
+  }
 }
 
 // dx = dy where x > 0, else 0 (the subgradient at 0 is 0, as in PyTorch). x: input, y: dy.
 @compute @workgroup_size(WG)
-fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = select(T(0.0), y[i], f32(x[i]) > 0.0); }
+fn relu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = select(T(0.0), y[i], f32(x[i]) > 0.0); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn gelu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(gelu_tanh(f32(x[i]))); }
+fn gelu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(gelu_tanh(f32(x[i]))); }
+  }
 }
 
 // dx = dy · gelu'(x). x: input, y: dy.
 @compute @workgroup_size(WG)
-fn gelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(f32(y[i]) * gelu_tanh_grad(f32(x[i]))); }
+fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(f32(y[i]) * gelu_tanh_grad(f32(x[i]))); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn cast_to_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out[i] = T(x32[i]); }
+fn cast_to_t(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(x32[i]); }
+  }
 }
 
 @compute @workgroup_size(WG)
-fn cast_from_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i < params.n) { out32[i] = f32(x[i]); }
+fn cast_from_t(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out32[i] = f32(x[i]); }
+  }
 }
 
 // out[j, i] = x[i, j] for x [rows, cols] with cols = ny; for converting a frozen weight's
 // layout once (torch's [out, in] to [in, out]), not for hot loops.
 @compute @workgroup_size(WG)
-fn transpose2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = flat(gid, nwg);
-  if (i >= params.n) { return; }
+fn transpose2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
   let rows = params.n / params.ny;
-  let r = i / params.ny;
-  let col = i % params.ny;
-  out[col * rows + r] = x[i];
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[(i % params.ny) * rows + i / params.ny] = x[i]; }
+  }
 }

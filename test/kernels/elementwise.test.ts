@@ -2,7 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { roundHalf } from '../../src/gpu/half.js';
 import type { DType } from '../../src/gpu/kernel.js';
-import { add, axpy, cast, copy, fill, gelu, geluBackward, mul, relu, reluBackward, scale, sub, transpose } from '../../src/kernels/elementwise.js';
+import { add, axpy, cast, copy, elementsPerInvocation, fill, gelu, geluBackward, mul, relu, reluBackward, scale, sub, transpose } from '../../src/kernels/elementwise.js';
+import { uniform } from '../../src/kernels/random.js';
+import { uniformAtRef } from '../../src/kernels/random.ref.js';
 import { binaryRef, geluTanhGradRef, geluTanhRef, mapRef } from '../../src/kernels/elementwise.ref.js';
 import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
 
@@ -133,15 +135,21 @@ describe('elementwise kernels against the f64 reference', () => {
     });
   });
 
-  it('covers more than 65535 workgroups with a 2-D grid', async () => {
+  it('covers more than 65535 workgroups with a 2-D grid (one element per invocation: the Philox kernels)', async () => {
     const n = 65535 * 256 + 1000;
     await ctx.scopeAsync(async () => {
-      const t = fill(ctx, ctx.empty([n]), 1.5);
+      const t = uniform(ctx, ctx.empty([n]), { seed: 5, lo: 0, hi: 1 });
       const got = await scale(ctx, t, 2).read();
       expect(got.length).toBe(n);
-      expect(got[0]).toBe(3);
-      expect(got[n - 1]).toBe(3);
-      expect(got[65535 * 256 + 17]).toBe(3);
+      // Spot checks across the first and second rows of the grid against the CPU Philox reference.
+      for (const i of [0, 1, 65535 * 256 - 1, 65535 * 256, 65535 * 256 + 17, n - 1]) {
+        const want = 2 * uniformAtRef(i, 5, 0, 0, 1);
+        expect(Math.abs(got[i]! - want)).toBeLessThan(1e-6);
+      }
     });
+  });
+
+  it('chunks several elements per invocation on CPU adapters', () => {
+    expect(elementsPerInvocation(ctx)).toBe(ctx.caps.software ? 32 : 4);
   });
 });
