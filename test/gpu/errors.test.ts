@@ -52,7 +52,7 @@ describe('bad input', () => {
         expect(e).toBeInstanceOf(DTypeError);
         expect(e.message).toBe('matmul: A is f32 and B is f16; they must match');
         const e2 = thrown(() =>
-          ctx.dispatch(elementwiseModule('f32'), 'copy', { bindings: { x: ctx.empty([4], 'f16', 'h'), out: ctx.empty([4]) }, params: { n: 4, ny: 1, alpha: 0 }, workgroups: [1] }),
+          ctx.dispatch(elementwiseModule('f32'), 'copy', { bindings: { x: ctx.empty([4], 'f16', 'h'), out: ctx.empty([4]) }, params: { n: 4, ny: 1, alpha: 0, per: 1 }, workgroups: [1] }),
         );
         expect(e2).toBeInstanceOf(DTypeError);
         expect(e2.message).toMatch(/elementwise\.wgsl:copy: binding 'x' is array<f32>, got tensor 'h' of dtype f16/);
@@ -82,7 +82,7 @@ describe('bad input', () => {
     const big = ctx.device.createBuffer({ size: max + 256, usage: GPUBufferUsage_STORAGE });
     try {
       const e = thrown(() =>
-        ctx.dispatch(elementwiseModule('f32'), 'copy', { bindings: { x: big, out: ctx.keep(ctx.empty([4])) }, params: { n: 4, ny: 1, alpha: 0 }, workgroups: [1] }),
+        ctx.dispatch(elementwiseModule('f32'), 'copy', { bindings: { x: big, out: ctx.keep(ctx.empty([4])) }, params: { n: 4, ny: 1, alpha: 0, per: 1 }, workgroups: [1] }),
       );
       expect(e).toBeInstanceOf(SizeLimitError);
       expect(e.message).toBe(`elementwise.wgsl:copy: binding 'x' is ${max + 256} bytes, over maxStorageBufferBindingSize ${max}`);
@@ -104,7 +104,7 @@ describe('bad input', () => {
     const raw = ctx.device.createBuffer({ size: 16, usage: GPUBufferUsage_STORAGE, label: 'rawbuf' });
     raw.destroy();
     const out = ctx.empty([4]);
-    ctx.dispatch(elementwiseModule('f32'), 'copy', { bindings: { x: raw, out }, params: { n: 4, ny: 1, alpha: 0 }, workgroups: [1] });
+    ctx.dispatch(elementwiseModule('f32'), 'copy', { bindings: { x: raw, out }, params: { n: 4, ny: 1, alpha: 0, per: 1 }, workgroups: [1] });
     await expect(ctx.sync()).rejects.toThrow(DisposedError);
     out.dispose();
   });
@@ -114,7 +114,7 @@ describe('bad input', () => {
     ctx.scope(() => {
       const x = ctx.empty([4]);
       const out = ctx.empty([4]);
-      const p = { n: 4, ny: 1, alpha: 0 };
+      const p = { n: 4, ny: 1, alpha: 0, per: 1 };
       let e = thrown(() => ctx.dispatch(m, 'copy', { bindings: { x, out }, params: p, constants: { TILE: 4 }, workgroups: [1] }));
       expect(e).toBeInstanceOf(ArgumentError);
       expect(e.message).toBe("elementwise.wgsl:copy: unknown override constant 'TILE' (declared: none)");
@@ -123,10 +123,10 @@ describe('bad input', () => {
       expect(e.message).toBe("elementwise.wgsl:copy: binding 'x' (@binding(0), read-only-storage f32) was not given");
       e = thrown(() => ctx.dispatch(m, 'copy', { bindings: { x, out, z: x }, params: p, workgroups: [1] }));
       expect(e.message).toBe("elementwise.wgsl:copy: unknown binding(s) 'z' (has x, out, params)");
-      e = thrown(() => ctx.dispatch(m, 'copy', { bindings: { x, out }, params: { n: 4, ny: 1 }, workgroups: [1] }));
+      e = thrown(() => ctx.dispatch(m, 'copy', { bindings: { x, out }, params: { n: 4, ny: 1, per: 1 }, workgroups: [1] }));
       expect(e.message).toBe('elementwise.wgsl:copy: params.alpha (f32) was not given');
       e = thrown(() => ctx.dispatch(m, 'copy', { bindings: { x, out }, params: { ...p, beta: 1 }, workgroups: [1] }));
-      expect(e.message).toBe('elementwise.wgsl:copy: unknown params.beta (has n, ny, alpha)');
+      expect(e.message).toBe('elementwise.wgsl:copy: unknown params.beta (has n, ny, alpha, per)');
       e = thrown(() => ctx.dispatch(m, 'copy', { bindings: { x, out }, params: { ...p, n: -1 }, workgroups: [1] }));
       expect(e.message).toBe('elementwise.wgsl:copy: params.n = -1, expected an integer in [0, 2^32)');
       e = thrown(() => ctx.dispatch(m, 'copy', { bindings: { x, out }, params: p, workgroups: [70000] }));
