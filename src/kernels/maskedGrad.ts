@@ -182,6 +182,31 @@ export interface MaskedGradOptions {
   version?: MatmulVersion;
 }
 
+/**
+ * db = mask ⊙ Σ_tokens dy for a bias [N] whose entries in `trainableRows` train (the rows of
+ * W a row mask leaves trainable, typically). Computed as onesᵀ·dy on the masked matmul, so
+ * frozen entries are exactly 0 and tiles of frozen entries are skipped. Pass the same
+ * GradMask each step (`biasMask(N, ranges)` builds one).
+ */
+export function maskedBiasGrad(ctx: GpuContext, dy: Tensor, mask: GradMask, o: MaskedGradOptions = {}): Tensor {
+  const [one, N] = mask.shape;
+  if (one !== 1) throw new ShapeError(`maskedBiasGrad: the mask is [${mask.shape.join(',')}], expected [1,N] (from biasMask)`);
+  dy.buffer('maskedBiasGrad: dy');
+  if (dy.shape[dy.shape.length - 1] !== N) throw new ShapeError(`maskedBiasGrad: dy has shape ${fmtShape(dy.shape)}, expected [..., N] with N = ${N}`);
+  const M = dy.size / N;
+  const out = o.out ? o.out.view([1, N]) : undefined;
+  const db = ctx.scope(() => {
+    const ones = fill(ctx, ctx.empty([M, 1], dy.dtype, 'ones'), 1);
+    return maskedGrad(ctx, ones, dy, mask, { ...o, out });
+  });
+  return o.out ?? ctx.reshape(db, [N]);
+}
+
+/** The [1,N] mask for {@link maskedBiasGrad}: bias entries in `trainable` ranges train. */
+export function biasMask(ctx: GpuContext, N: number, trainable: [number, number][]): GradMask {
+  return new GradMask(ctx, [1, N], { cols: trainable });
+}
+
 /** dW = mask ⊙ (dyᵀ·x), work only on tiles with a trainable entry. */
 export function maskedGrad(ctx: GpuContext, dy: Tensor, x: Tensor, mask: GradMask, o: MaskedGradOptions = {}): Tensor {
   const [N, K] = mask.shape;

@@ -3,7 +3,7 @@ import type { GpuContext } from '../../src/gpu/context.js';
 import { ShapeError } from '../../src/gpu/errors.js';
 import { matmul, MATMUL_VERSIONS } from '../../src/kernels/matmul.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
-import { type FreezeSpec, GradMask, maskedGrad } from '../../src/kernels/maskedGrad.js';
+import { biasMask, type FreezeSpec, GradMask, maskedBiasGrad, maskedGrad } from '../../src/kernels/maskedGrad.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
 let ctx: GpuContext;
@@ -73,6 +73,35 @@ describe('masked gradients for partly frozen weights', () => {
         expect(Math.abs(got[e]! - fd)).toBeLessThan(1e-4 + 1e-3 * Math.abs(fd));
       }
     });
+    mask.dispose();
+  });
+
+  it('bias gradient: summed over tokens, frozen entries exactly 0, matches finite differences', async () => {
+    const mask = biasMask(ctx, N, [[3, 9], [30, 37]]);
+    const b = Array.from(randomArray(N, rng(4)));
+    // loss(b) = Σ dy ⊙ (x·W0ᵀ + b): only the b term depends on b.
+    const loss = (bb: number[]) => dy.reduce((a, v, i) => a + v * bb[i % N]!, 0);
+    await ctx.scopeAsync(async () => {
+      for (const shape of [[M, N], [1, M, N]]) {
+        const db = maskedBiasGrad(ctx, ctx.tensor(dy, shape), mask);
+        expect(db.shape).toEqual([N]);
+        const got = await db.read();
+        for (let n = 0; n < N; n++) {
+          const h = 1e-6;
+          const plus = b.slice();
+          const minus = b.slice();
+          plus[n]! += h;
+          minus[n]! -= h;
+          const trainable = (n >= 3 && n < 9) || n >= 30;
+          const want = trainable ? (loss(plus) - loss(minus)) / (2 * h) : 0;
+          if (!trainable) expect(got[n]).toBe(0);
+          else expect(Math.abs(got[n]! - want)).toBeLessThan(1e-4 + 1e-4 * Math.abs(want));
+        }
+      }
+    });
+    expect(() => maskedBiasGrad(ctx, ctx.empty([2, N]), new GradMask(ctx, [2, N], { rows: [[0, 1]] }))).toThrow(
+      `maskedBiasGrad: the mask is [2,${N}], expected [1,N] (from biasMask)`,
+    );
     mask.dispose();
   });
 
