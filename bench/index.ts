@@ -17,6 +17,7 @@ import { copy, fill, transpose } from '../src/kernels/elementwise.js';
 import { dropout, uniform } from '../src/kernels/random.js';
 import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';
 import { sum } from '../src/kernels/reduce.js';
+import { AdamW } from '../src/optim/optimizer.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
 import { loraSuite } from './lora.js';
 import { jaxMatmul, tfjsMatmul } from './peers.js';
@@ -113,6 +114,8 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
   const x = fill(ctx, ctx.empty([n]), 1);
   const y = ctx.empty([n]);
   const s = ctx.empty([1]);
+  const adamGrads = fill(ctx, ctx.empty([n]), 0.01);
+  const adam = new AdamW(ctx, [{ params: y, grads: adamGrads }], { lr: 1e-3 });
   const cases: [string, () => void, number][] = [
     ['buffer copy (copyBufferToBuffer), 32 MiB', () => ctx.encoder().copyBufferToBuffer(x.buffer(), 0, y.buffer(), 0, n * 4), 2 * n * 4],
     ['copy kernel, 8M f32', () => void copy(ctx, x, y), 2 * n * 4],
@@ -121,6 +124,8 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
     ['uniform init (Philox), 8M f32', () => void uniform(ctx, y, { seed: 1, lo: -1, hi: 1 }), n * 4],
     ['dropout p=0.1 (Philox), 8M f32', () => void dropout(ctx, x, { seed: 1, p: 0.1 }, y), 2 * n * 4],
     ['transpose [2048,4096] f32', () => void transpose(ctx, x.view([2048, 4096]), y.view([4096, 2048])), 2 * n * 4],
+    // AdamW reads p, g, m, v and writes p, m, v: 7 words per parameter.
+    ['AdamW step, 8M params', () => adam.step(), 7 * n * 4],
   ];
   for (const [name, encode, bytes] of cases) {
     encode();
@@ -134,7 +139,8 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
     }, maxTime);
     rows.push({ suite: 'memory', name, work: { bytes }, wallMs, gpuMs });
   }
-  for (const t of [x, y, s]) t.dispose();
+  adam.dispose();
+  for (const t of [x, y, s, adamGrads]) t.dispose();
 }
 
 async function main(): Promise<void> {

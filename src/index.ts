@@ -16,3 +16,4 @@ export * from './kernels/lerp.js';
 export * from './kernels/lora.js';
 export * from './kernels/maskedGrad.js';
 export * from './kernels/random.js';
+export * from './optim/optimizer.js';

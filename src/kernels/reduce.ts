@@ -23,7 +23,7 @@ export function reduceModule(dtype: DType): KernelModule {
   return KernelModule.get('reduce.wgsl', wgsl.reduce, dtype);
 }
 
-function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: 0 | 1, scale: number, out: Tensor): void {
+function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: 0 | 1 | 2, scale: number, out: Tensor): void {
   const rows = Math.ceil(n / cols);
   ctx.dispatch(reduceModule(x.dtype), 'reduce_rows', {
     bindings: { x, out },
@@ -33,7 +33,7 @@ function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: 0 |
   });
 }
 
-function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op: 0 | 1, mean: boolean, out?: Tensor): Tensor {
+function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op: 0 | 1 | 2, mean: boolean, out?: Tensor): Tensor {
   const dt = checkTensor(opName, 'x', x);
   if (axis === -1) {
     const cols = x.shape[x.shape.length - 1]!;
@@ -55,7 +55,8 @@ function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op
   ctx.scope(() => {
     const partial = ctx.empty([rows], dt, `${opName}.partial`);
     reduceRows(ctx, x, x.size, CHUNK, op, 1, partial);
-    reduceRows(ctx, partial, rows, rows, op, finalScale, o);
+    // The partials are already squared: the second pass only adds them.
+    reduceRows(ctx, partial, rows, rows, op === 2 ? 0 : op, finalScale, o);
   });
   return o;
 }
@@ -66,3 +67,5 @@ export const sum = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Ten
 export const mean = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('mean', ctx, x, axis, 0, true, out);
 /** max |x| over the last axis or over everything. */
 export const maxAbs = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('maxAbs', ctx, x, axis, 1, false, out);
+/** Σ x² over the last axis or over everything (the squared L2 norm). */
+export const sumSquares = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('sumSquares', ctx, x, axis, 2, false, out);

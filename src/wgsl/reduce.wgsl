@@ -1,7 +1,7 @@
 // reduce.wgsl — reductions over the last axis of x viewed as [rows, cols].
 //
-// out[r] = scale · reduce_{c < cols} f(x[r·cols + c]), with f = identity for SUM and |·| for
-// MAX_ABS. One workgroup per row (2-D grid of workgroups for many rows): each lane strides
+// out[r] = scale · reduce_{c < cols} f(x[r·cols + c]), with f = identity for SUM, |·| for
+// MAX_ABS and x² for SUM_SQUARES (the global gradient norm for clipping). One workgroup per row (2-D grid of workgroups for many rows): each lane strides
 // over the row accumulating in f32, then a tree reduction in workgroup memory.
 // A whole-array reduction is two passes: rows of a fixed chunk, then the partials.
 // The last row may be short (n not a multiple of cols): lanes stop at n.
@@ -15,7 +15,7 @@ struct Params {
 }
 
 const WG = 256u;
-// 0: sum, 1: max of absolute values.
+// 0: sum, 1: max of absolute values, 2: sum of squares.
 override OP: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
@@ -40,7 +40,7 @@ fn reduce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   if (row < params.rows) {
     for (var i = start + li; i < end; i += WG) {
       let e = f32(x[i]);
-      if (OP == 1u) { v = max(v, abs(e)); } else { v += e; }
+      if (OP == 1u) { v = max(v, abs(e)); } else if (OP == 2u) { v = fma(e, e, v); } else { v += e; }
     }
   }
   partial[li] = v;
