@@ -17,3 +17,5 @@ export * from './kernels/lora.js';
 export * from './kernels/maskedGrad.js';
 export * from './kernels/random.js';
 export * from './optim/optimizer.js';
+export * as autograd from './autograd/ops.js';
+export { backward, clearTape, grad, noGrad, requiresGrad, zeroGrad } from './autograd/tape.js';

@@ -1,0 +1,181 @@
+/**
+ * Differentiable ops: each primitive's forward and backward are defined together in one
+ * table, typed so that an op without a rule fails to compile. Composites (mse) are built
+ * from primitives. Every op takes the context first, like the kernels.
+ *
+ * ```ts
+ * requiresGrad(W); requiresGrad(b);
+ * const loss = mse(ctx, relu(ctx, linear(ctx, x, W, b)), target);
+ * backward(ctx, loss);          // grad(W), grad(b); x gets none (it does not require one)
+ * ```
+ */
+import type { GpuContext } from '../gpu/context.js';
+import { ShapeError } from '../gpu/errors.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { add as addK, fill, gelu as geluK, geluBackward, mul as mulK, relu as reluK, reluBackward, scale as scaleK, sub as subK } from '../kernels/elementwise.js';
+import { type LoraLayer, loraBackward, loraForward } from '../kernels/lora.js';
+import { matmul as matmulK } from '../kernels/matmul.js';
+import { sum as sumK } from '../kernels/reduce.js';
+import { fmtShape, sameShape } from '../kernels/util.js';
+import { gradInfo, record } from './tape.js';
+
+type Grads = (Tensor | null)[];
+
+interface OpRule<A extends unknown[]> {
+  forward: (ctx: GpuContext, ...args: A) => { out: Tensor; inputs: Tensor[]; saved?: Tensor[]; backward: (gy: Tensor, needs: boolean[]) => Grads };
+}
+
+function defineOp<A extends unknown[]>(name: string, rule: OpRule<A>): (ctx: GpuContext, ...args: A) => Tensor {
+  return (ctx, ...args) => {
+    const r = rule.forward(ctx, ...args);
+    record(ctx, { name, inputs: r.inputs, output: r.out, backward: r.backward, saved: r.saved ?? [] });
+    return r.out;
+  };
+}
+
+/** Σ over the leading rows of g viewed as [rows, cols]: onesᵀ·g, shaped `shape`. */
+function sumRows(ctx: GpuContext, g: Tensor, cols: number, shape: readonly number[]): Tensor {
+  const rows = g.size / cols;
+  const ones = fill(ctx, ctx.empty([1, rows], g.dtype), 1);
+  return ctx.reshape(matmulK(ctx, ones, g.view([rows, cols])), shape);
+}
+
+/** `s` (a one-element tensor) broadcast to `shape`. */
+function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], factor = 1): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const ones = fill(ctx, ctx.empty([n, 1], s.dtype), factor);
+  return ctx.reshape(mulK(ctx, ones, s.view([1])), shape);
+}
+
+export type OpName = 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear';
+
+const rules = {
+  matmul: defineOp('matmul', {
+    forward: (ctx, a: Tensor, b: Tensor, o: { transA?: boolean; transB?: boolean } = {}) => {
+      const tA = o.transA ?? false;
+      const tB = o.transB ?? false;
+      const out = matmulK(ctx, a, b, { transA: tA, transB: tB });
+      return {
+        out,
+        inputs: [a, b],
+        backward: (gy, [na, nb]) => [
+          na ? (tA ? matmulK(ctx, b, gy, { transA: tB, transB: true }) : matmulK(ctx, gy, b, { transB: !tB })) : null,
+          nb ? (tB ? matmulK(ctx, gy, a, { transA: true, transB: tA }) : matmulK(ctx, a, gy, { transA: !tA })) : null,
+        ],
+      };
+    },
+  }),
+
+  /** x·Wᵀ + b with W [N,K] (torch layout) and x [..., K]. */
+  linear: defineOp('linear', {
+    forward: (ctx, x: Tensor, W: Tensor, b?: Tensor) => {
+      const K = W.shape[1]!;
+      const N = W.shape[0]!;
+      const out = matmulK(ctx, x, W, { transB: true, bias: b });
+      const M = x.size / K;
+      return {
+        out,
+        inputs: b ? [x, W, b] : [x, W],
+        backward: (gy, [nx, nW, nb]) => {
+          const g2 = gy.view([M, N]);
+          return [
+            nx ? ctx.reshape(matmulK(ctx, g2, W), x.shape) : null,
+            nW ? matmulK(ctx, g2, x.view([M, K]), { transA: true }) : null,
+            ...(b ? [nb ? sumRows(ctx, gy, N, [N]) : null] : []),
+          ];
+        },
+      };
+    },
+  }),
+
+  /** x + y, y's shape a suffix of x's (broadcast over leading dimensions). */
+  add: defineOp('add', {
+    forward: (ctx, x: Tensor, y: Tensor) => ({
+      out: addK(ctx, x, y),
+      inputs: [x, y],
+      backward: (gy, [nx, ny]) => [nx ? ctx.reshape(copyOf(ctx, gy), x.shape) : null, ny ? (sameShape(x.shape, y.shape) ? copyOf(ctx, gy) : sumRows(ctx, gy, y.size, y.shape)) : null],
+    }),
+  }),
+
+  sub: defineOp('sub', {
+    forward: (ctx, x: Tensor, y: Tensor) => ({
+      out: subK(ctx, x, y),
+      inputs: [x, y],
+      backward: (gy, [nx, ny]) => [
+        nx ? copyOf(ctx, gy) : null,
+        ny ? (sameShape(x.shape, y.shape) ? scaleK(ctx, gy, -1) : scaleK(ctx, sumRows(ctx, gy, y.size, y.shape), -1)) : null,
+      ],
+    }),
+  }),
+
+  /** x ⊙ y (same shape). */
+  mul: defineOp('mul', {
+    forward: (ctx, x: Tensor, y: Tensor) => {
+      if (!sameShape(x.shape, y.shape)) throw new ShapeError(`mul: x ${fmtShape(x.shape)} and y ${fmtShape(y.shape)} must have the same shape (autograd)`);
+      return { out: mulK(ctx, x, y), inputs: [x, y], backward: (gy, [nx, ny]) => [nx ? mulK(ctx, gy, y) : null, ny ? mulK(ctx, gy, x) : null] };
+    },
+  }),
+
+  scale: defineOp('scale', {
+    forward: (ctx, x: Tensor, alpha: number) => ({ out: scaleK(ctx, x, alpha), inputs: [x], backward: (gy) => [scaleK(ctx, gy, alpha)] }),
+  }),
+
+  relu: defineOp('relu', {
+    forward: (ctx, x: Tensor) => ({ out: reluK(ctx, x), inputs: [x], backward: (gy) => [reluBackward(ctx, x, gy)] }),
+  }),
+
+  gelu: defineOp('gelu', {
+    forward: (ctx, x: Tensor) => ({ out: geluK(ctx, x), inputs: [x], backward: (gy) => [geluBackward(ctx, x, gy)] }),
+  }),
+
+  /** Σ of all elements -> [1]. */
+  sum: defineOp('sum', {
+    forward: (ctx, x: Tensor) => ({ out: sumK(ctx, x, 'all'), inputs: [x], backward: (gy) => [broadcastScalar(ctx, gy, x.shape)] }),
+  }),
+
+  /** Mean of all elements -> [1]. */
+  mean: defineOp('mean', {
+    forward: (ctx, x: Tensor) => ({
+      out: scaleK(ctx, sumK(ctx, x, 'all'), 1 / x.size),
+      inputs: [x],
+      backward: (gy) => [broadcastScalar(ctx, gy, x.shape, 1 / x.size)],
+    }),
+  }),
+
+  /**
+   * A LoRA layer on the fused kernels: inputs x, A, B (W is frozen and never gets a
+   * gradient); dx is computed only when x carries a gradient.
+   */
+  loraLinear: defineOp('loraLinear', {
+    forward: (ctx, x: Tensor, layer: LoraLayer, o: { seed?: number; offset?: number } = {}) => {
+      const { y, saved } = loraForward(ctx, layer, x, o);
+      return {
+        out: y,
+        inputs: [x, layer.A, layer.B],
+        saved: saved ? [saved.u] : [],
+        backward: (gy, [nx, nA, nB]) => {
+          const g = loraBackward(ctx, layer, saved!, gy, { needDx: nx });
+          if (!nA) g.dA.dispose();
+          if (!nB) g.dB.dispose();
+          return [g.dx ?? null, nA ? g.dA : null, nB ? g.dB : null];
+        },
+      };
+    },
+  }),
+} satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
+
+function copyOf(ctx: GpuContext, t: Tensor): Tensor {
+  return scaleK(ctx, t, 1);
+}
+
+export const { matmul, linear, add, sub, mul, scale, relu, gelu, sum, mean, loraLinear } = rules;
+
+/** mean((pred − target)²) -> [1]; target gets no gradient unless it requires one. */
+export function mse(ctx: GpuContext, pred: Tensor, target: Tensor): Tensor {
+  return ctx.scope(() => {
+    const d = sub(ctx, pred, target);
+    return mean(ctx, mul(ctx, d, d));
+  });
+}
+
+export { gradInfo };

@@ -1,0 +1,224 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { add, gelu, linear, loraLinear, matmul, mean, mse, mul, relu, scale, sub, sum } from '../../src/autograd/ops.js';
+import { backward, clearTape, grad, noGrad, requiresGrad, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
+import type { GpuContext } from '../../src/gpu/context.js';
+import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
+import type { Tensor } from '../../src/gpu/tensor.js';
+import { LoraLayer } from '../../src/kernels/lora.js';
+import { geluTanhRef } from '../../src/kernels/matmul.ref.js';
+import { AdamW } from '../../src/optim/optimizer.js';
+import { expectClose, randomArray, rng, testContext } from '../helpers.js';
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await testContext();
+});
+afterAll(() => ctx.destroy());
+
+type Arr = number[];
+
+/** Row-major [M,K]·[K,N] in f64 with optional transposes (op(A) [M,K], op(B) [K,N]). */
+function mm(a: Arr, b: Arr, M: number, N: number, K: number, tA = false, tB = false): Arr {
+  const out = new Array(M * N).fill(0);
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) out[m * N + n] += a[tA ? k * M + m : m * K + k]! * b[tB ? n * K + k : k * N + n]!;
+  return out;
+}
+
+/**
+ * Finite-difference check of one op: loss = Σ op(inputs) ⊙ G on the GPU through the tape, and
+ * the same loss from an f64 CPU function, differentiated by central differences.
+ */
+async function gradCheck(
+  name: string,
+  shapes: number[][],
+  gpuOp: (xs: Tensor[]) => Tensor,
+  cpuOp: (xs: Arr[]) => Arr,
+  opts: { positive?: boolean; tol?: number } = {},
+): Promise<void> {
+  const R = rng(name.length * 13 + shapes.length);
+  const data = shapes.map((s) => Array.from(randomArray(s.reduce((a, b) => a * b, 1), R, opts.positive ? 0.2 : -1, 1), Math.fround));
+  const outLen = cpuOp(data).length;
+  const G = Array.from(randomArray(outLen, R), Math.fround);
+  const loss = (xs: Arr[]) => cpuOp(xs).reduce((a, v, i) => a + v * G[i]!, 0);
+  await ctx.scopeAsync(async () => {
+    const xs = data.map((d, i) => requiresGrad(ctx.tensor(d, shapes[i]!, 'f32', `in${i}`)));
+    const y = gpuOp(xs);
+    const l = sum(ctx, mul(ctx, y, ctx.tensor(G, y.shape, 'f32', 'G')));
+    expectClose(await l.read(), [loss(data)], { atol: 1e-4, rtol: 1e-4 }, `${name} forward`);
+    backward(ctx, l);
+    l.dispose();
+    for (let i = 0; i < xs.length; i++) {
+      const g = await grad(xs[i]!)!.read();
+      const fd = data[i]!.map((_, j) => {
+        const h = 1e-5;
+        const plus = data.map((d) => d.slice());
+        const minus = data.map((d) => d.slice());
+        plus[i]![j]! += h;
+        minus[i]![j]! -= h;
+        return (loss(plus) - loss(minus)) / (2 * h);
+      });
+      const tol = opts.tol ?? 1e-3;
+      expectClose(g, fd, { atol: tol, rtol: tol }, `${name}: d input ${i} vs finite differences`);
+    }
+    zeroGrad(xs);
+  });
+}
+
+describe('gradient checks of every op (finite differences of an f64 reference)', () => {
+  it('matmul, all four transposes', async () => {
+    const [M, N, K] = [3, 4, 5];
+    for (const tA of [false, true]) for (const tB of [false, true]) {
+      await gradCheck(`matmul ${tA}${tB}`, [tA ? [K, M] : [M, K], tB ? [N, K] : [K, N]], ([a, b]) => matmul(ctx, a!, b!, { transA: tA, transB: tB }), ([a, b]) => mm(a!, b!, M, N, K, tA, tB));
+    }
+  });
+
+  it('linear with bias, x batched [2,3,K]', async () => {
+    const [B, T, K, N] = [2, 3, 4, 5];
+    await gradCheck('linear', [[B, T, K], [N, K], [N]], ([x, W, b]) => linear(ctx, x!, W!, b), ([x, W, b]) => mm(x!, W!, B * T, N, K, false, true).map((v, i) => v + b![i % N]!));
+  });
+
+  it('add and sub with broadcast, mul, scale', async () => {
+    await gradCheck('add broadcast', [[3, 4], [4]], ([x, y]) => add(ctx, x!, y!), ([x, y]) => x!.map((v, i) => v + y![i % 4]!));
+    await gradCheck('sub broadcast', [[2, 3, 4], [3, 4]], ([x, y]) => sub(ctx, x!, y!), ([x, y]) => x!.map((v, i) => v - y![i % 12]!));
+    await gradCheck('mul', [[5, 3], [5, 3]], ([x, y]) => mul(ctx, x!, y!), ([x, y]) => x!.map((v, i) => v * y![i]!));
+    await gradCheck('scale', [[7]], ([x]) => scale(ctx, x!, -2.5), ([x]) => x!.map((v) => -2.5 * v));
+  });
+
+  it('relu, gelu, sum, mean, mse', async () => {
+    await gradCheck('relu', [[4, 6]], ([x]) => relu(ctx, x!), ([x]) => x!.map((v) => Math.max(v, 0)), { positive: false });
+    await gradCheck('gelu', [[4, 6]], ([x]) => gelu(ctx, x!), ([x]) => x!.map(geluTanhRef));
+    await gradCheck('sum', [[3, 5]], ([x]) => sum(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0)]);
+    await gradCheck('mean', [[3, 5]], ([x]) => mean(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0) / 15]);
+    await gradCheck('mse', [[3, 5], [3, 5]], ([p, t]) => mse(ctx, p!, t!), ([p, t]) => [p!.reduce((a, v, i) => a + (v - t![i]!) ** 2, 0) / 15]);
+  });
+
+  it('loraLinear: dx, dA, dB (W frozen, no dW)', async () => {
+    const [M, K, N, r] = [4, 6, 5, 2];
+    const W = Array.from(randomArray(N * K, rng(9)), Math.fround);
+    await ctx.scopeAsync(async () => {
+      const Wt = ctx.tensor(W, [N, K], 'f32', 'W');
+      await gradCheck(
+        'loraLinear',
+        [[M, K], [r, K], [N, r]],
+        ([x, A, B]) => loraLinear(ctx, x!, new LoraLayer(ctx, { W: Wt, A: A!, B: B!, rank: r, alpha: 4 })),
+        ([x, A, B]) => {
+          const u = mm(x!, A!, M, r, K, false, true);
+          const low = mm(u, B!, M, N, r, false, true);
+          return mm(x!, W, M, N, K, false, true).map((v, i) => v + 2 * low[i]!);
+        },
+      );
+      expect(grad(Wt)).toBeNull();
+    });
+  });
+});
+
+describe('tape semantics', () => {
+  it('a tensor used twice gets both contributions', async () => {
+    await ctx.scopeAsync(async () => {
+      const x = requiresGrad(ctx.tensor([1, 2, 3], [3]));
+      const l = sum(ctx, add(ctx, mul(ctx, x, x), x)); // Σ x² + x -> 2x + 1
+      backward(ctx, l);
+      expect(Array.from(await grad(x)!.read())).toEqual([3, 5, 7]);
+      zeroGrad([x]);
+    });
+  });
+
+  it('records nothing without a tensor that requires a gradient, or under noGrad', () => {
+    ctx.scope(() => {
+      const x = ctx.tensor([1, 2], [2]);
+      relu(ctx, x);
+      expect(tapeLength(ctx)).toBe(0);
+      const w = requiresGrad(ctx.tensor([1, 2], [2]));
+      noGrad(ctx, () => relu(ctx, w));
+      expect(tapeLength(ctx)).toBe(0);
+      relu(ctx, w);
+      expect(tapeLength(ctx)).toBe(1);
+      clearTape(ctx);
+    });
+  });
+
+  it('a frozen weight costs no gradient kernel (dispatches counted)', async () => {
+    const count = async (trainW: boolean) =>
+      ctx.scopeAsync(async () => {
+        const x = requiresGrad(ctx.tensor(new Array(12).fill(0.5), [3, 4]));
+        const W = requiresGrad(ctx.tensor(new Array(20).fill(0.1), [5, 4]), trainW);
+        const l = sum(ctx, linear(ctx, x, W));
+        const before = ctx.stats.dispatches;
+        backward(ctx, l);
+        const n = ctx.stats.dispatches - before;
+        expect(grad(W) === null).toBe(!trainW);
+        zeroGrad([x, W]);
+        l.dispose();
+        return n;
+      });
+    expect(await count(true)).toBe((await count(false)) + 1); // exactly the dW matmul
+  });
+
+  it('rejects backward on a non-scalar without a seed, and on a tensor not on the tape', () => {
+    ctx.scope(() => {
+      const x = requiresGrad(ctx.tensor([1, 2], [2]));
+      const y = relu(ctx, x);
+      expect(() => backward(ctx, y)).toThrow(ShapeError);
+      expect(() => backward(ctx, y)).toThrow("backward: 'relu.out' has shape [2]; a non-scalar needs a seed gradient of that shape");
+      clearTape(ctx);
+      expect(() => backward(ctx, ctx.tensor([1], [1], 'f32', 'c'))).toThrow(ArgumentError);
+      expect(() => backward(ctx, ctx.tensor([1], [1], 'f32', 'c'))).toThrow("backward: 'c' is not on the tape");
+    });
+  });
+});
+
+describe('training', () => {
+  it('a 3-layer MLP step (forward, backward, AdamW) is one submit; loss falls; live bytes stay flat over 300 steps', async () => {
+    const R = rng(42);
+    const [B, D, H] = [32, 8, 16];
+    // Target: y = sin-ish nonlinear function of x.
+    const xData = Array.from(randomArray(B * D, R), Math.fround);
+    const yData = Array.from({ length: B }, (_, i) => Math.tanh(xData.slice(i * D, i * D + D).reduce((a, v, j) => a + v * (j % 3 - 1), 0)));
+    const init = (n: number, fan: number) => ctx.tensor(randomArray(n, R, -1 / Math.sqrt(fan), 1 / Math.sqrt(fan)), [n]);
+    const W1 = requiresGrad(ctx.reshape(init(H * D, D), [H, D]));
+    const b1 = requiresGrad(ctx.tensor(new Array(H).fill(0), [H]));
+    const W2 = requiresGrad(ctx.reshape(init(H * H, H), [H, H]));
+    const b2 = requiresGrad(ctx.tensor(new Array(H).fill(0), [H]));
+    const W3 = requiresGrad(ctx.reshape(init(H, H), [1, H]));
+    const params = [W1, b1, W2, b2, W3];
+    const x = ctx.tensor(xData, [B, D]);
+    const y = ctx.tensor(yData, [B, 1]);
+    // Gradients go into fixed buffers the optimizer reads: grads are copied there each step.
+    const gradBufs = params.map((p) => ctx.empty(p.shape));
+    const opt = new AdamW(ctx, params.map((p, i) => ({ params: p, grads: gradBufs[i]! })), { lr: 1e-2, weightDecay: 0 });
+    const step = () =>
+      ctx.scope(() => {
+        const h1 = relu(ctx, linear(ctx, x, W1, b1));
+        const h2 = gelu(ctx, linear(ctx, h1, W2, b2));
+        const loss = mse(ctx, linear(ctx, h2, W3), y);
+        backward(ctx, loss);
+        params.forEach((p, i) => {
+          ctx.encoder().copyBufferToBuffer(grad(p)!.buffer(), 0, gradBufs[i]!.buffer(), 0, p.byteLength);
+        });
+        zeroGrad(params);
+        opt.step();
+        return loss;
+      });
+    const first = step();
+    const l0 = (await first.read())[0]!;
+    first.dispose();
+    const live: number[] = [];
+    let last = l0;
+    for (let t = 1; t <= 300; t++) {
+      const submits = ctx.stats.submits;
+      const loss = step();
+      expect(ctx.stats.submits).toBe(submits); // nothing submitted while encoding the step
+      if (t % 50 === 0) {
+        last = (await loss.read())[0]!;
+        expect(ctx.stats.submits).toBe(submits + 1); // the whole step was one submit
+        live.push(ctx.memory().liveBytes);
+      }
+      loss.dispose();
+    }
+    expect(new Set(live).size).toBe(1);
+    expect(last).toBeLessThan(0.2 * l0);
+    expect(last).toBeLessThan(0.02);
+    opt.dispose();
+    for (const t of [...params, ...gradBufs, x, y]) t.dispose();
+  });
+});
