@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,dispatch,elementwise,lora,peers]
+ * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,dispatch,elementwise,lora,step,peers]
  *
  * Prints one table (wall and GPU medians, GFLOP/s or GB/s) and writes
  * bench/results/<adapter>.json. Wall times of matmul rows include reading C back,
@@ -20,6 +20,7 @@ import { sum } from '../src/kernels/reduce.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
 import { loraSuite } from './lora.js';
+import { stepSuite, tfjsStep } from './step.js';
 import { jaxMatmul, tfjsMatmul } from './peers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -27,7 +28,7 @@ const { values: args } = parseArgs({
   options: {
     sizes: { type: 'string', default: '128,256,512,1024' },
     large: { type: 'boolean', default: false },
-    suites: { type: 'string', default: 'matmul,dispatch,elementwise,lora,peers' },
+    suites: { type: 'string', default: 'matmul,dispatch,elementwise,lora,step,peers' },
     versions: { type: 'string', default: MATMUL_VERSIONS.join(',') },
     'max-time': { type: 'string', default: '1.5' },
     f16: { type: 'boolean', default: false },
@@ -156,10 +157,16 @@ async function main(): Promise<void> {
   }
   if (suites.has('elementwise')) await elementwiseSuite(ctx, rows);
   if (suites.has('lora')) await loraSuite(ctx, rows, maxTime);
+  if (suites.has('step')) await stepSuite(ctx, rows, maxTime);
   if (suites.has('peers')) {
-    for (const [name, peer] of [['tfjs-webgpu', tfjsMatmul], ['jax-js', jaxMatmul]] as const) {
+    const peers: [string, () => Promise<Row[]>][] = [
+      ['tfjs-webgpu', () => tfjsMatmul(sizes, maxTime)],
+      ['jax-js', () => jaxMatmul(sizes, maxTime)],
+    ];
+    if (suites.has('step')) peers.push(['tfjs-webgpu step', () => tfjsStep(maxTime)]);
+    for (const [name, peer] of peers) {
       try {
-        rows.push(...(await peer(sizes, maxTime)));
+        rows.push(...(await peer()));
       } catch (e) {
         console.error(`peer ${name} failed: ${(e as Error).message}`);
         rows.push({ suite: 'matmul f32', name: `${name} (failed)`, wallMs: NaN, gpuMs: null, note: (e as Error).message.slice(0, 80) });

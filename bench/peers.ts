@@ -8,7 +8,7 @@ import { DAWN_FLAGS } from '../src/gpu/node.js';
 import { median, type Row, wallTime } from './lib.js';
 
 let installed = false;
-function installNavigator(): void {
+export function installNavigator(): void {
   if (installed) return;
   Object.assign(globalThis, globals);
   const gpu = create(DAWN_FLAGS);

@@ -21,8 +21,8 @@ import { wgsl } from '../wgsl/sources.js';
 export interface ParamGroup {
   /** Parameters, f32 (a flat arena or any tensor), updated in place. */
   params: Tensor;
-  /** Gradients of the same shape. */
-  grads: Tensor;
+  /** Gradients of the same size, read at every step; or pass them to `step()` each time. */
+  grads?: Tensor;
   lr?: number;
   weightDecay?: number;
 }
@@ -74,8 +74,10 @@ abstract class Optimizer {
     if (opts.maxGradNorm !== undefined) finite(name, 'maxGradNorm', opts.maxGradNorm, 0);
     groups.forEach((g, i) => {
       g.params.buffer(`${name}: groups[${i}].params`);
+      if (g.params.dtype !== 'f32') throw new DTypeError(`${name}: groups[${i}].params must be f32, got ${g.params.dtype}`);
+      if (!g.grads) return;
       g.grads.buffer(`${name}: groups[${i}].grads`);
-      if (g.params.dtype !== 'f32' || g.grads.dtype !== 'f32') throw new DTypeError(`${name}: groups[${i}] must be f32 (params ${g.params.dtype}, grads ${g.grads.dtype})`);
+      if (g.grads.dtype !== 'f32') throw new DTypeError(`${name}: groups[${i}].grads must be f32, got ${g.grads.dtype}`);
       if (g.params.size !== g.grads.size) {
         throw new ShapeError(`${name}: groups[${i}] params [${g.params.shape.join(',')}] and grads [${g.grads.shape.join(',')}] differ in size`);
       }
@@ -93,21 +95,41 @@ abstract class Optimizer {
   protected encodeNorm(): void {
     const norm = this.norm;
     if (!norm) return;
-    const [first, ...rest] = this.groups;
-    if (!rest.length) {
-      sumSquares(this.ctx, first!.grads, 'all', norm);
+    const n = this.groups.length;
+    if (n === 1) {
+      sumSquares(this.ctx, this.grads(0), 'all', norm);
       return;
     }
     this.ctx.scope(() => {
-      let acc = sumSquares(this.ctx, first!.grads, 'all');
-      rest.forEach((g, i) => {
-        acc = add(this.ctx, acc, sumSquares(this.ctx, g.grads, 'all'), i === rest.length - 1 ? norm : undefined);
-      });
+      let acc = sumSquares(this.ctx, this.grads(0), 'all');
+      for (let i = 1; i < n; i++) acc = add(this.ctx, acc, sumSquares(this.ctx, this.grads(i), 'all'), i === n - 1 ? norm : undefined);
     });
   }
 
+  /** Gradients for this step, replacing the groups' `grads` (e.g. fresh ones from backward). */
+  protected stepGrads: (Tensor | undefined)[] = [];
+
+  protected useGrads(grads: (Tensor | null | undefined)[] | undefined): void {
+    this.stepGrads = [];
+    if (!grads) return;
+    if (grads.length !== this.groups.length) throw new ShapeError(`${this.name}: step got ${grads.length} gradients for ${this.groups.length} groups`);
+    grads.forEach((g, i) => {
+      if (!g) return;
+      g.buffer(`${this.name}: grads[${i}]`);
+      if (g.dtype !== 'f32') throw new DTypeError(`${this.name}: grads[${i}] must be f32, got ${g.dtype}`);
+      if (g.size !== this.groups[i]!.params.size) throw new ShapeError(`${this.name}: grads[${i}] has ${g.size} elements, params have ${this.groups[i]!.params.size}`);
+      this.stepGrads[i] = g;
+    });
+  }
+
+  protected grads(i: number): Tensor {
+    const g = this.stepGrads[i] ?? this.groups[i]!.grads;
+    if (!g) throw new ArgumentError(`${this.name}: group ${i} has no gradient: give groups[${i}].grads or pass grads to step()`);
+    return g;
+  }
+
   protected dispatch(entry: 'adamw_step' | 'sgd_step', i: number, params: Record<string, number>, constants: Record<string, boolean>): void {
-    const g = this.groups[i]!;
+    const g = { params: this.groups[i]!.params, grads: this.grads(i) };
     const [m, v, vmax] = this.state[i]!;
     this.ctx.dispatch(optimModule(), entry, {
       bindings: {
@@ -157,9 +179,13 @@ export class AdamW extends Optimizer {
     finite('AdamW', 'weightDecay', o.weightDecay ?? 0.01, 0);
   }
 
-  /** Encode one update of every group; `lrScale` multiplies each group's lr (schedules). */
-  step(lrScale = 1): void {
+  /**
+   * Encode one update of every group; `lrScale` multiplies each group's lr (schedules);
+   * `grads` (one per group) replaces the groups' gradient tensors for this step.
+   */
+  step(lrScale = 1, grads?: (Tensor | null | undefined)[]): void {
     finite('AdamW', 'lrScale', lrScale, 0);
+    this.useGrads(grads);
     this.encodeNorm();
     this.t++;
     const [b1, b2] = this.o.betas ?? [0.9, 0.999];
@@ -194,8 +220,9 @@ export class SGD extends Optimizer {
     if (o.nesterov && (!o.momentum || o.dampening)) throw new ArgumentError('SGD: nesterov needs momentum > 0 and dampening = 0 (as torch)');
   }
 
-  step(lrScale = 1): void {
+  step(lrScale = 1, grads?: (Tensor | null | undefined)[]): void {
     finite('SGD', 'lrScale', lrScale, 0);
+    this.useGrads(grads);
     this.encodeNorm();
     this.t++;
     const momentum = this.o.momentum ?? 0;

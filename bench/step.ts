@@ -1,0 +1,99 @@
+/**
+ * The LoRA-layer training step (issue target): batch 64, 1024 -> 1024, r = 8, AdamW, only A
+ * and B trainable, MSE to a fixed target, in steps/s; ours with W stored [N,K] (torch) and
+ * [K,N], and tfjs-webgpu running the same step on the same Dawn adapter. Each timed step ends
+ * with the loss read back, for both.
+ */
+import { loraLinear, mse } from '../src/autograd/ops.js';
+import { backward, grad, requiresGrad, zeroGrad } from '../src/autograd/tape.js';
+import type { GpuContext } from '../src/gpu/context.js';
+import { transpose } from '../src/kernels/elementwise.js';
+import { initLora, LoraLayer, type WeightLayout } from '../src/kernels/lora.js';
+import { uniform } from '../src/kernels/random.js';
+import { AdamW } from '../src/optim/optimizer.js';
+import type { Row } from './lib.js';
+import { wallTime } from './lib.js';
+import { installNavigator } from './peers.js';
+
+const [B, D, R] = [64, 1024, 8];
+const FLOPS = 2 * B * D * D + 2 * B * D * R * 4 + 2 * B * D * R; // forward, dA/dB/du, u
+
+export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number): Promise<void> {
+  for (const layout of ['NK', 'KN'] as WeightLayout[]) {
+    const W0 = uniform(ctx, ctx.empty([D, D]), { seed: 1, lo: -0.03, hi: 0.03 });
+    const W = layout === 'KN' ? transpose(ctx, W0) : W0;
+    const layer = new LoraLayer(ctx, { W, wLayout: layout, rank: R, alpha: 16 });
+    initLora(ctx, layer, { seed: 2 });
+    requiresGrad(layer.A);
+    requiresGrad(layer.B);
+    const x = uniform(ctx, ctx.empty([B, D]), { seed: 3, lo: -1, hi: 1 });
+    const target = uniform(ctx, ctx.empty([B, D]), { seed: 4, lo: -1, hi: 1 });
+    const opt = new AdamW(ctx, [{ params: layer.A }, { params: layer.B }], { lr: 1e-3 });
+    const step = async () => {
+      const loss = ctx.scope(() => {
+        const l = mse(ctx, loraLinear(ctx, x, layer), target);
+        backward(ctx, l);
+        opt.step(1, [grad(layer.A), grad(layer.B)]);
+        zeroGrad([layer.A, layer.B]);
+        return l;
+      });
+      await loss.read();
+      loss.dispose();
+    };
+    await step();
+    const submits = ctx.stats.submits;
+    await step();
+    const perStep = ctx.stats.submits - submits;
+    const ms = await wallTime(`lora step ${layout}`, step, maxTime);
+    rows.push({
+      suite: 'lora step',
+      name: `webgpu-lora, W stored ${layout === 'NK' ? '[N,K] (torch)' : '[K,N]'}`,
+      work: { flops: FLOPS },
+      wallMs: ms,
+      gpuMs: null,
+      note: `${(1000 / ms).toFixed(1)} steps/s, ${perStep} submit per step`,
+    });
+    console.error(`  lora step ${layout}: ${(1000 / ms).toFixed(1)} steps/s`);
+    opt.dispose();
+    for (const t of new Set([W0, W, layer.A, layer.B, x, target])) t.dispose();
+  }
+}
+
+export async function tfjsStep(maxTime: number): Promise<Row[]> {
+  installNavigator();
+  const tf = await import('@tensorflow/tfjs');
+  await import('@tensorflow/tfjs-backend-webgpu');
+  await tf.setBackend('webgpu');
+  await tf.ready();
+  const rows: Row[] = [];
+  for (const pre of [false, true]) {
+    const W = tf.randomUniform(pre ? [D, D] : [D, D], -0.03, 0.03);
+    const A = tf.variable(tf.randomUniform([R, D], -1 / 32, 1 / 32));
+    const Bv = tf.variable(tf.zeros([D, R]));
+    const x = tf.randomUniform([B, D], -1, 1);
+    const target = tf.randomUniform([B, D], -1, 1);
+    const opt = tf.train.adam(1e-3);
+    const s = 16 / R;
+    const step = async () => {
+      const cost = opt.minimize(() => {
+        const base = tf.matMul(x, W, false, !pre);
+        const low = tf.matMul(tf.matMul(x, A, false, true), Bv, false, true).mul(s);
+        return tf.losses.meanSquaredError(target, base.add(low)) as ReturnType<typeof tf.scalar>;
+      }, true, [A, Bv]);
+      await cost!.data();
+      cost!.dispose();
+    };
+    await step();
+    const ms = await wallTime(`tfjs step ${pre}`, step, maxTime);
+    rows.push({
+      suite: 'lora step',
+      name: `tfjs-webgpu${pre ? ', W pre-transposed' : ''}`,
+      work: { flops: FLOPS },
+      wallMs: ms,
+      gpuMs: null,
+      note: `${(1000 / ms).toFixed(1)} steps/s (peer)`,
+    });
+    for (const t of [W, A, Bv, x, target]) t.dispose();
+  }
+  return rows;
+}
