@@ -19,3 +19,4 @@ export * from './kernels/random.js';
 export * from './optim/optimizer.js';
 export * as autograd from './autograd/ops.js';
 export { backward, clearTape, grad, noGrad, requiresGrad, zeroGrad } from './autograd/tape.js';
+export * from './kernels/softmax.js';

@@ -16,6 +16,16 @@ import { add as addK, fill, gelu as geluK, geluBackward, mul as mulK, relu as re
 import { type LoraLayer, loraBackward, loraForward } from '../kernels/lora.js';
 import { matmul as matmulK } from '../kernels/matmul.js';
 import { sum as sumK } from '../kernels/reduce.js';
+import {
+  crossEntropy as crossEntropyK,
+  crossEntropyBackward,
+  logSoftmax as logSoftmaxK,
+  logSoftmaxBackward,
+  softmax as softmaxK,
+  softmaxBackward,
+  type XentOptions,
+  type XentTarget,
+} from '../kernels/softmax.js';
 import { fmtShape, sameShape } from '../kernels/util.js';
 import { gradInfo, record } from './tape.js';
 
@@ -47,7 +57,9 @@ function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], f
   return ctx.reshape(mulK(ctx, ones, s.view([1])), shape);
 }
 
-export type OpName = 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear';
+export type OpName =
+  | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear'
+  | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape';
 
 const rules = {
   matmul: defineOp('matmul', {
@@ -162,13 +174,57 @@ const rules = {
       };
     },
   }),
+
+  softmax: defineOp('softmax', {
+    forward: (ctx, x: Tensor) => {
+      const y = softmaxK(ctx, x);
+      return { out: y, inputs: [x], backward: (gy) => [softmaxBackward(ctx, y, gy)] };
+    },
+  }),
+
+  logSoftmax: defineOp('logSoftmax', {
+    forward: (ctx, x: Tensor) => {
+      const y = logSoftmaxK(ctx, x);
+      return { out: y, inputs: [x], backward: (gy) => [logSoftmaxBackward(ctx, y, gy)] };
+    },
+  }),
+
+  /**
+   * Mean softmax cross-entropy over counted rows -> [1]: class-index labels (ignore-index) or
+   * soft targets, with label smoothing. Only the logits get a gradient.
+   */
+  crossEntropy: defineOp('crossEntropy', {
+    forward: (ctx, logits: Tensor, target: XentTarget, o: XentOptions = {}) => {
+      const { loss, saved } = crossEntropyK(ctx, logits, target, o);
+      return {
+        out: loss,
+        inputs: [logits],
+        saved: [saved.lse, saved.stats],
+        backward: (gy) => [crossEntropyBackward(ctx, logits, saved, gy)],
+      };
+    },
+  }),
+
+  /** The same values under another shape (a copy, so the tape can own it). */
+  reshape: defineOp('reshape', {
+    forward: (ctx, x: Tensor, shape: readonly number[]) => ({
+      out: ctx.reshape(copyOf(ctx, x), shape),
+      inputs: [x],
+      backward: (gy) => [ctx.reshape(copyOf(ctx, gy), x.shape)],
+    }),
+  }),
 } satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
 
 function copyOf(ctx: GpuContext, t: Tensor): Tensor {
   return scaleK(ctx, t, 1);
 }
 
-export const { matmul, linear, add, sub, mul, scale, relu, gelu, sum, mean, loraLinear } = rules;
+export const { matmul, linear, add, sub, mul, scale, relu, gelu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape } = rules;
+
+/** The same values with no gradient history (a copy that is not on the tape). */
+export function detach(ctx: GpuContext, x: Tensor): Tensor {
+  return copyOf(ctx, x);
+}
 
 /** mean((pred − target)²) -> [1]; target gets no gradient unless it requires one. */
 export function mse(ctx: GpuContext, pred: Tensor, target: Tensor): Tensor {

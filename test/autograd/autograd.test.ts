@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { add, gelu, linear, loraLinear, matmul, mean, mse, mul, relu, scale, sub, sum } from '../../src/autograd/ops.js';
+import { add, crossEntropy, gelu, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, scale, softmax, sub, sum } from '../../src/autograd/ops.js';
+import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
 import { backward, clearTape, grad, noGrad, requiresGrad, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
@@ -90,6 +91,24 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     await gradCheck('sum', [[3, 5]], ([x]) => sum(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0)]);
     await gradCheck('mean', [[3, 5]], ([x]) => mean(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0) / 15]);
     await gradCheck('mse', [[3, 5], [3, 5]], ([p, t]) => mse(ctx, p!, t!), ([p, t]) => [p!.reduce((a, v, i) => a + (v - t![i]!) ** 2, 0) / 15]);
+  });
+
+  it('softmax, logSoftmax, reshape', async () => {
+    await gradCheck('softmax', [[3, 5]], ([x]) => softmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, 5)));
+    await gradCheck('logSoftmax', [[3, 5]], ([x]) => logSoftmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, 5, true)));
+    await gradCheck('reshape', [[2, 6]], ([x]) => relu(ctx, reshape(ctx, x!, [3, 4])), ([x]) => x!.map((v) => Math.max(v, 0)));
+  });
+
+  it('crossEntropy: labels with ignore-index and label smoothing, and soft targets', async () => {
+    const [R, C] = [5, 4];
+    const labels = [1, -100, 3, 0, 2];
+    const soft = Array.from({ length: R * C }, (_, i) => (i % C === i % 3 ? 0.7 : 0.1));
+    await ctx.scopeAsync(async () => {
+      const L = ctx.tensor(labels, [R]);
+      const S = ctx.tensor(soft, [R, C]);
+      await gradCheck('xent labels', [[R, C]], ([x]) => crossEntropy(ctx, x!, { labels: L }, { labelSmoothing: 0.1 }), ([x]) => [crossEntropyRef(x!, C, { labels }, { labelSmoothing: 0.1 })]);
+      await gradCheck('xent soft', [[R, C]], ([x]) => crossEntropy(ctx, x!, { soft: S }), ([x]) => [crossEntropyRef(x!, C, { soft })]);
+    });
   });
 
   it('loraLinear: dx, dA, dB (W frozen, no dW)', async () => {

@@ -1,0 +1,157 @@
+/**
+ * Launchers for src/wgsl/softmax_xent.wgsl (f32): softmax and log-softmax over the last axis
+ * with their backward, and a fused softmax cross-entropy with class-index targets
+ * (ignore-index), soft targets and label smoothing.
+ *
+ * ```ts
+ * const { loss, saved } = crossEntropy(ctx, logits, { labels }, { labelSmoothing: 0.1 });
+ * const dLogits = crossEntropyBackward(ctx, logits, saved, dLoss);  // dLoss: [1]
+ * ```
+ */
+import type { GpuContext } from '../gpu/context.js';
+import { ArgumentError, ShapeError } from '../gpu/errors.js';
+import { KernelModule } from '../gpu/kernel.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { wgsl } from '../wgsl/sources.js';
+import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
+
+function mod(): KernelModule {
+  return KernelModule.get('softmax_xent.wgsl', wgsl.softmax_xent);
+}
+
+function rowsCols(op: string, x: Tensor): [number, number] {
+  checkTensor(op, 'x', x, 'f32');
+  const C = x.shape[x.shape.length - 1]!;
+  return [x.size / C, C];
+}
+
+function rowwise(ctx: GpuContext, op: string, entry: string, rows: number, cols: number, bindings: Record<string, Tensor>, extra: { ignoreIndex?: number; smoothing?: number } = {}, soft = false): void {
+  ctx.dispatch(mod(), entry, {
+    bindings,
+    params: { rows, cols, ignoreIndex: extra.ignoreIndex ?? -100, smoothing: extra.smoothing ?? 0 },
+    constants: { SOFT: soft },
+    workgroups: grid2d(ctx, rows, op),
+  });
+}
+
+/** softmax over the last axis. */
+export function softmax(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
+  const [R, C] = rowsCols('softmax', x);
+  const o = outputTensor(ctx, 'softmax', out, x.shape, 'f32');
+  rowwise(ctx, 'softmax', 'softmax_rows', R, C, { x, out: o });
+  return o;
+}
+
+/** log-softmax over the last axis. */
+export function logSoftmax(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
+  const [R, C] = rowsCols('logSoftmax', x);
+  const o = outputTensor(ctx, 'logSoftmax', out, x.shape, 'f32');
+  rowwise(ctx, 'logSoftmax', 'log_softmax_rows', R, C, { x, out: o });
+  return o;
+}
+
+function backwardCheck(op: string, y: Tensor, dy: Tensor): [number, number] {
+  const rc = rowsCols(op, y);
+  checkTensor(op, 'dy', dy, 'f32');
+  if (!sameShape(y.shape, dy.shape)) throw new ShapeError(`${op}: dy ${fmtShape(dy.shape)} must match y ${fmtShape(y.shape)}`);
+  return rc;
+}
+
+/** dx from y = softmax(x) and dy. */
+export function softmaxBackward(ctx: GpuContext, y: Tensor, dy: Tensor): Tensor {
+  const [R, C] = backwardCheck('softmaxBackward', y, dy);
+  const o = ctx.empty(y.shape, 'f32', 'softmaxBackward.out');
+  rowwise(ctx, 'softmaxBackward', 'softmax_backward', R, C, { y, dy, out: o });
+  return o;
+}
+
+/** dx from y = logSoftmax(x) and dy. */
+export function logSoftmaxBackward(ctx: GpuContext, y: Tensor, dy: Tensor): Tensor {
+  const [R, C] = backwardCheck('logSoftmaxBackward', y, dy);
+  const o = ctx.empty(y.shape, 'f32', 'logSoftmaxBackward.out');
+  rowwise(ctx, 'logSoftmaxBackward', 'log_softmax_backward', R, C, { y, dy, out: o });
+  return o;
+}
+
+/** Class indices [R] (f32 holding integers) or a target distribution [R, C] per row. */
+export type XentTarget = { labels: Tensor } | { soft: Tensor };
+
+export interface XentOptions {
+  /** Rows whose label equals this count for nothing (PyTorch's default -100). */
+  ignoreIndex?: number;
+  /** ε: the target becomes (1 − ε)·target + ε/C. */
+  labelSmoothing?: number;
+}
+
+export interface XentSaved {
+  target: XentTarget;
+  opts: XentOptions;
+  /** logΣexp per row [R]. */
+  lse: Tensor;
+  /** [2]: the mean loss and the number of counted rows. */
+  stats: Tensor;
+}
+
+/** Both target bindings are declared by the kernels; the unused one gets the logits (never read). */
+function targetBindings(t: XentTarget, logits: Tensor): { labels: Tensor; soft: Tensor } {
+  return 'soft' in t ? { labels: logits, soft: t.soft } : { labels: t.labels, soft: logits };
+}
+
+function checkTarget(op: string, R: number, C: number, t: XentTarget): void {
+  if ('labels' in t) {
+    checkTensor(op, 'labels', t.labels, 'f32');
+    if (t.labels.size !== R) throw new ShapeError(`${op}: labels has ${t.labels.size} entries, expected one per row (${R})`);
+  } else {
+    checkTensor(op, 'soft', t.soft, 'f32');
+    if (t.soft.size !== R * C) throw new ShapeError(`${op}: soft targets ${fmtShape(t.soft.shape)}, expected [${R},${C}] like the logits`);
+  }
+}
+
+/**
+ * Mean cross-entropy of softmax(logits) against the targets, over counted rows -> [1].
+ * `saved` is what crossEntropyBackward needs (dispose it after).
+ */
+export function crossEntropy(ctx: GpuContext, logits: Tensor, target: XentTarget, opts: XentOptions = {}): { loss: Tensor; saved: XentSaved } {
+  const [R, C] = rowsCols('crossEntropy', logits);
+  checkTarget('crossEntropy', R, C, target);
+  const eps = opts.labelSmoothing ?? 0;
+  if (!(eps >= 0 && eps <= 1)) throw new ArgumentError(`crossEntropy: labelSmoothing = ${eps}, expected 0 <= ε <= 1`);
+  const soft = 'soft' in target;
+  const tb = targetBindings(target, logits);
+  const lse = ctx.empty([R], 'f32', 'crossEntropy.lse');
+  const stats = ctx.empty([2], 'f32', 'crossEntropy.stats');
+  const x = { ignoreIndex: opts.ignoreIndex, smoothing: eps };
+  ctx.scope(() => {
+    const rows = ctx.empty([R], 'f32', 'crossEntropy.rows');
+    rowwise(ctx, 'crossEntropy', 'xent_rows', R, C, { x: logits, ...tb, out: rows, lse }, x, soft);
+    ctx.dispatch(mod(), 'xent_mean', {
+      bindings: { y: rows, labels: tb.labels, out: stats },
+      params: { rows: R, cols: C, ignoreIndex: opts.ignoreIndex ?? -100, smoothing: eps },
+      constants: { SOFT: soft },
+      workgroups: [1],
+    });
+  });
+  const loss = ctx.empty([1], 'f32', 'crossEntropy.loss');
+  ctx.encoder().copyBufferToBuffer(stats.buffer(), 0, loss.buffer(), 0, 4);
+  return { loss, saved: { target, opts, lse, stats } };
+}
+
+/** d logits from the upstream gradient of the mean loss (dLoss [1]). */
+export function crossEntropyBackward(ctx: GpuContext, logits: Tensor, saved: XentSaved, dLoss: Tensor): Tensor {
+  const [R, C] = rowsCols('crossEntropyBackward', logits);
+  checkTensor('crossEntropyBackward', 'dLoss', dLoss, 'f32');
+  const soft = 'soft' in saved.target;
+  const tb = targetBindings(saved.target, logits);
+  const dx = ctx.empty(logits.shape, 'f32', 'crossEntropy.dx');
+  rowwise(
+    ctx,
+    'crossEntropyBackward',
+    'xent_backward',
+    R,
+    C,
+    { x: logits, ...tb, dy: dLoss, y: saved.lse, stats: saved.stats, out: dx },
+    { ignoreIndex: saved.opts.ignoreIndex, smoothing: saved.opts.labelSmoothing },
+    soft,
+  );
+  return dx;
+}

@@ -1,0 +1,168 @@
+// softmax_xent.wgsl — row-wise softmax, log-softmax and a fused softmax cross-entropy over
+// the last axis of x viewed as [R, C]. One workgroup per row (2-D grid for many rows); every
+// reduction (max, Σexp, Σ) is a lane-strided loop then a tree in workgroup memory, in f32.
+//
+// Cross-entropy, with targets either class indices (`labels` [R], as f32 holding integers;
+// rows whose label equals ignoreIndex count for nothing) or a distribution per row
+// (SOFT: `soft` [R, C], e.g. weak or noisy labels), and label smoothing ε:
+//   q = (1 − ε)·target + ε/C,   loss_r = −Σ_c q_c·log softmax(x_r)_c = (Σ_c q_c)·logΣexp(x_r) − Σ_c q_c·x_rc
+//   (as PyTorch, soft targets need not sum to 1),
+//   loss = Σ_r loss_r / (number of counted rows)               (xent_rows, then xent_mean)
+//   dx_rc = g · ((Σ q_r)·softmax(x_r)_c − q_rc) / count, 0 for ignored rows   (xent_backward)
+// xent_rows also stores logΣexp per row (lse) for backward, and xent_mean the count.
+struct Params {
+  rows: u32,
+  cols: u32,
+  ignoreIndex: f32,
+  smoothing: f32,
+}
+
+const WG = 64u;
+override SOFT: bool = false;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> labels: array<f32>;
+@group(0) @binding(2) var<storage, read> soft: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read> y: array<f32>;
+@group(0) @binding(5) var<storage, read> stats: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
+
+var<workgroup> red: array<f32, WG>;
+
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
+
+// Tree reduction of v across the workgroup (max when is_max), returned to every lane.
+fn reduce(li: u32, v: f32, is_max: bool) -> f32 {
+  red[li] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (li < s) {
+      if (is_max) { red[li] = max(red[li], red[li + s]); } else { red[li] = red[li] + red[li + s]; }
+    }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+// logΣexp of row `row` of x (max-shifted, so large logits do not overflow).
+fn log_sum_exp(row: u32, li: u32) -> f32 {
+  let base = row * params.cols;
+  var m = -3.4e38;
+  for (var c = li; c < params.cols; c += WG) { m = max(m, x[base + c]); }
+  m = reduce(li, m, true);
+  var s = 0.0;
+  for (var c = li; c < params.cols; c += WG) { s += exp(x[base + c] - m); }
+  s = reduce(li, s, false);
+  return m + log(s);
+}
+
+@compute @workgroup_size(WG)
+fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = min(row_of(wid, nwg), params.rows - 1u);  // uniform: extra workgroups redo the last row
+  let l = log_sum_exp(row, li);
+  let base = row * params.cols;
+  for (var c = li; c < params.cols; c += WG) { out[base + c] = exp(x[base + c] - l); }
+}
+
+@compute @workgroup_size(WG)
+fn log_softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = min(row_of(wid, nwg), params.rows - 1u);
+  let l = log_sum_exp(row, li);
+  let base = row * params.cols;
+  for (var c = li; c < params.cols; c += WG) { out[base + c] = x[base + c] - l; }
+}
+
+// dx = y ⊙ (dy − Σ dy⊙y), y = softmax(x).
+@compute @workgroup_size(WG)
+fn softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = min(row_of(wid, nwg), params.rows - 1u);
+  let base = row * params.cols;
+  var s = 0.0;
+  for (var c = li; c < params.cols; c += WG) { s += dy[base + c] * y[base + c]; }
+  s = reduce(li, s, false);
+  for (var c = li; c < params.cols; c += WG) { out[base + c] = y[base + c] * (dy[base + c] - s); }
+}
+
+// dx = dy − softmax(x)·Σ dy, from y = log_softmax(x).
+@compute @workgroup_size(WG)
+fn log_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = min(row_of(wid, nwg), params.rows - 1u);
+  let base = row * params.cols;
+  var s = 0.0;
+  for (var c = li; c < params.cols; c += WG) { s += dy[base + c]; }
+  s = reduce(li, s, false);
+  for (var c = li; c < params.cols; c += WG) { out[base + c] = dy[base + c] - exp(y[base + c]) * s; }
+}
+
+fn counted(row: u32) -> bool {
+  if (SOFT) { return true; }
+  return labels[row] != params.ignoreIndex;
+}
+
+// q_rc: the smoothed target.
+fn target_prob(row: u32, c: u32) -> f32 {
+  var t: f32;
+  if (SOFT) { t = soft[row * params.cols + c]; } else { t = select(0.0, 1.0, u32(labels[row]) == c); }
+  return (1.0 - params.smoothing) * t + params.smoothing / f32(params.cols);
+}
+
+// out[r] = loss_r (0 when ignored), lse[r] = logΣexp(x_r).
+@compute @workgroup_size(WG)
+fn xent_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let r = row_of(wid, nwg);
+  let row = min(r, params.rows - 1u);
+  let l = log_sum_exp(row, li);
+  let base = row * params.cols;
+  var s = 0.0;
+  var sq = 0.0;
+  for (var c = li; c < params.cols; c += WG) {
+    let q = target_prob(row, c);
+    s += q * x[base + c];
+    sq += q;
+  }
+  s = reduce(li, s, false);
+  sq = reduce(li, sq, false);
+  if (li == 0u && r < params.rows) {
+    lse[row] = l;
+    out[row] = select(0.0, sq * l - s, counted(row));
+  }
+}
+
+// One workgroup: out[0] = Σ loss_r / count, out[1] = count (for backward). `y` holds loss_r.
+@compute @workgroup_size(WG)
+fn xent_mean(@builtin(local_invocation_index) li: u32) {
+  var s = 0.0;
+  var n = 0.0;
+  for (var r = li; r < params.rows; r += WG) {
+    s += y[r];
+    n += select(0.0, 1.0, counted(r));
+  }
+  s = reduce(li, s, false);
+  n = reduce(li, n, false);
+  if (li == 0u) {
+    out[0] = s / max(n, 1.0);
+    out[1] = n;
+  }
+}
+
+// dx from the upstream scalar gradient dy[0], lse (in `y`) and count (stats[1]).
+@compute @workgroup_size(WG)
+fn xent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = min(row_of(wid, nwg), params.rows - 1u);
+  let base = row * params.cols;
+  let g = dy[0] / max(stats[1], 1.0);
+  let keep = counted(row);
+  var sq = 0.0;
+  for (var c = li; c < params.cols; c += WG) { sq += target_prob(row, c); }
+  sq = reduce(li, sq, false);
+  for (var c = li; c < params.cols; c += WG) {
+    out[base + c] = select(0.0, g * (sq * exp(x[base + c] - y[row]) - target_prob(row, c)), keep);
+  }
+}

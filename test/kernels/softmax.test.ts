@@ -1,0 +1,51 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GpuContext } from '../../src/gpu/context.js';
+import { crossEntropy, logSoftmax, softmax } from '../../src/kernels/softmax.js';
+import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
+import { expectClose, randomArray, rng, testContext } from '../helpers.js';
+
+let ctx: GpuContext;
+beforeAll(async () => {
+  ctx = await testContext();
+});
+afterAll(() => ctx.destroy());
+
+describe('softmax family against the f64 reference', () => {
+  it('softmax and log-softmax over rows of many widths, stable for large logits', async () => {
+    for (const [R, C] of [[1, 1], [3, 7], [5, 64], [2, 1000], [70, 3]] as const) {
+      const x = Array.from(randomArray(R * C, rng(R * C), -5, 5), Math.fround);
+      x[0] = 80; // exp(80) overflows f32 without the max shift
+      await ctx.scopeAsync(async () => {
+        const X = ctx.tensor(x, [R, C]);
+        expectClose(await softmax(ctx, X).read(), softmaxRef(x, C), { atol: 1e-6, rtol: 1e-4 }, `softmax ${R}x${C}`);
+        expectClose(await logSoftmax(ctx, X).read(), softmaxRef(x, C, true), { atol: 1e-5, rtol: 1e-5 }, `logSoftmax ${R}x${C}`);
+      });
+    }
+  });
+
+  it('cross-entropy: labels, ignore-index, label smoothing, soft targets', async () => {
+    const [R, C] = [9, 6];
+    const x = Array.from(randomArray(R * C, rng(5), -3, 3), Math.fround);
+    const labels = [0, 5, 2, -100, 3, 3, 1, -100, 4];
+    const soft = Array.from({ length: R * C }, (_, i) => ((i * 7) % 5) + 1);
+    for (let r = 0; r < R; r++) {
+      const s = soft.slice(r * C, r * C + C).reduce((a, b) => a + b, 0);
+      for (let c = 0; c < C; c++) soft[r * C + c]! /= s;
+    }
+    await ctx.scopeAsync(async () => {
+      const X = ctx.tensor(x, [R, C]);
+      const L = ctx.tensor(labels, [R]);
+      const S = ctx.tensor(soft, [R, C]);
+      for (const eps of [0, 0.1]) {
+        const a = crossEntropy(ctx, X, { labels: L }, { labelSmoothing: eps });
+        expectClose(await a.loss.read(), [crossEntropyRef(x, C, { labels }, { labelSmoothing: eps })], { atol: 1e-5, rtol: 1e-5 }, `labels eps=${eps}`);
+        expect((await a.saved.stats.read())[1]).toBe(7); // two rows ignored
+        const b = crossEntropy(ctx, X, { soft: S }, { labelSmoothing: eps });
+        expectClose(await b.loss.read(), [crossEntropyRef(x, C, { soft }, { labelSmoothing: eps })], { atol: 1e-5, rtol: 1e-5 }, `soft eps=${eps}`);
+        for (const t of [a.saved.lse, a.saved.stats, b.saved.lse, b.saved.stats]) t.dispose();
+      }
+      expect(() => crossEntropy(ctx, X, { labels: ctx.empty([4]) })).toThrow('crossEntropy: labels has 4 entries, expected one per row (9)');
+      expect(() => crossEntropy(ctx, X, { labels: L }, { labelSmoothing: 2 })).toThrow(/labelSmoothing = 2/);
+    });
+  });
+});
