@@ -16,7 +16,9 @@ import type { Tensor } from '../src/gpu/tensor.js';
 import { copy, fill, transpose } from '../src/kernels/elementwise.js';
 import { dropout, uniform } from '../src/kernels/random.js';
 import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';
+import { layerNorm } from '../src/kernels/norm.js';
 import { sum } from '../src/kernels/reduce.js';
+import { crossEntropy, softmax } from '../src/kernels/softmax.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
 import { loraSuite } from './lora.js';
@@ -116,6 +118,9 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
   const y = ctx.empty([n]);
   const s = ctx.empty([1]);
   const adamGrads = fill(ctx, ctx.empty([n]), 0.01);
+  const labels8k = fill(ctx, ctx.empty([8192]), 3);
+  const gamma = fill(ctx, ctx.empty([1024]), 1);
+  const beta = fill(ctx, ctx.empty([1024]), 0);
   const adam = new AdamW(ctx, [{ params: y, grads: adamGrads }], { lr: 1e-3 });
   const cases: [string, () => void, number][] = [
     ['buffer copy (copyBufferToBuffer), 32 MiB', () => ctx.encoder().copyBufferToBuffer(x.buffer(), 0, y.buffer(), 0, n * 4), 2 * n * 4],
@@ -125,6 +130,16 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
     ['uniform init (Philox), 8M f32', () => void uniform(ctx, y, { seed: 1, lo: -1, hi: 1 }), n * 4],
     ['dropout p=0.1 (Philox), 8M f32', () => void dropout(ctx, x, { seed: 1, p: 0.1 }, y), 2 * n * 4],
     ['transpose [2048,4096] f32', () => void transpose(ctx, x.view([2048, 4096]), y.view([4096, 2048])), 2 * n * 4],
+    ['softmax [8192,1024] f32', () => void softmax(ctx, x.view([8192, 1024]), y.view([8192, 1024])), 2 * n * 4],
+    ['cross-entropy [8192,1024] f32, labels', () => {
+      const { loss, saved } = crossEntropy(ctx, x.view([8192, 1024]), { labels: labels8k });
+      for (const t of [loss, saved.lse, saved.stats]) t.dispose();
+    }, n * 4],
+    ['layerNorm [8192,1024] f32', () => {
+      const r = layerNorm(ctx, x.view([8192, 1024]), gamma, beta);
+      r.y.dispose();
+      r.stats.dispose();
+    }, 2 * n * 4],
     // AdamW reads p, g, m, v and writes p, m, v: 7 words per parameter.
     ['AdamW step, 8M params', () => adam.step(), 7 * n * 4],
   ];
@@ -141,7 +156,7 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
     rows.push({ suite: 'memory', name, work: { bytes }, wallMs, gpuMs });
   }
   adam.dispose();
-  for (const t of [x, y, s, adamGrads]) t.dispose();
+  for (const t of [x, y, s, adamGrads, labels8k, gamma, beta]) t.dispose();
 }
 
 async function main(): Promise<void> {

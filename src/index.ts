@@ -20,3 +20,4 @@ export * from './optim/optimizer.js';
 export * as autograd from './autograd/ops.js';
 export { backward, clearTape, grad, noGrad, requiresGrad, zeroGrad } from './autograd/tape.js';
 export * from './kernels/softmax.js';
+export * from './kernels/norm.js';

@@ -15,6 +15,7 @@ import type { Tensor } from '../gpu/tensor.js';
 import { add as addK, fill, gelu as geluK, geluBackward, mul as mulK, relu as reluK, reluBackward, scale as scaleK, sub as subK } from '../kernels/elementwise.js';
 import { type LoraLayer, loraBackward, loraForward } from '../kernels/lora.js';
 import { matmul as matmulK } from '../kernels/matmul.js';
+import { layerNorm as layerNormK, normBackward, rmsNorm as rmsNormK } from '../kernels/norm.js';
 import { sum as sumK } from '../kernels/reduce.js';
 import {
   crossEntropy as crossEntropyK,
@@ -59,7 +60,7 @@ function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], f
 
 export type OpName =
   | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear'
-  | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape';
+  | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm';
 
 const rules = {
   matmul: defineOp('matmul', {
@@ -213,13 +214,45 @@ const rules = {
       backward: (gy) => [ctx.reshape(copyOf(ctx, gy), x.shape)],
     }),
   }),
+
+  /** LayerNorm over the last axis with γ (and β). */
+  layerNorm: defineOp('layerNorm', {
+    forward: (ctx, x: Tensor, gamma: Tensor, beta?: Tensor, eps = 1e-5) => {
+      const { y, stats } = layerNormK(ctx, x, gamma, beta, eps);
+      return {
+        out: y,
+        inputs: beta ? [x, gamma, beta] : [x, gamma],
+        saved: [stats],
+        backward: (gy, [nx, ng, nb]) => {
+          const g = normBackward(ctx, 'layer', x, gamma, stats, gy, { beta: beta !== undefined, needDx: nx, needParams: ng || nb });
+          return [g.dx ?? null, ng ? g.dgamma! : null, ...(beta ? [nb ? g.dbeta! : null] : [])];
+        },
+      };
+    },
+  }),
+
+  /** RMSNorm over the last axis with γ. */
+  rmsNorm: defineOp('rmsNorm', {
+    forward: (ctx, x: Tensor, gamma: Tensor, eps = 1e-6) => {
+      const { y, stats } = rmsNormK(ctx, x, gamma, eps);
+      return {
+        out: y,
+        inputs: [x, gamma],
+        saved: [stats],
+        backward: (gy, [nx, ng]) => {
+          const g = normBackward(ctx, 'rms', x, gamma, stats, gy, { needDx: nx, needParams: ng });
+          return [g.dx ?? null, g.dgamma ?? null];
+        },
+      };
+    },
+  }),
 } satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
 
 function copyOf(ctx: GpuContext, t: Tensor): Tensor {
   return scaleK(ctx, t, 1);
 }
 
-export const { matmul, linear, add, sub, mul, scale, relu, gelu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape } = rules;
+export const { matmul, linear, add, sub, mul, scale, relu, gelu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, layerNorm, rmsNorm } = rules;
 
 /** The same values with no gradient history (a copy that is not on the tape). */
 export function detach(ctx: GpuContext, x: Tensor): Tensor {

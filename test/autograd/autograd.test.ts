@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { add, crossEntropy, gelu, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, scale, softmax, sub, sum } from '../../src/autograd/ops.js';
+import { add, crossEntropy, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, softmax, sub, sum } from '../../src/autograd/ops.js';
 import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
 import { backward, clearTape, grad, noGrad, requiresGrad, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
 import type { GpuContext } from '../../src/gpu/context.js';
@@ -97,6 +97,24 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     await gradCheck('softmax', [[3, 5]], ([x]) => softmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, 5)));
     await gradCheck('logSoftmax', [[3, 5]], ([x]) => logSoftmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, 5, true)));
     await gradCheck('reshape', [[2, 6]], ([x]) => relu(ctx, reshape(ctx, x!, [3, 4])), ([x]) => x!.map((v) => Math.max(v, 0)));
+  });
+
+  it('layerNorm (with and without β) and rmsNorm: dx, dγ, dβ', async () => {
+    const [R, C] = [3, 7];
+    const ln = (x: Arr, g: Arr, b: Arr | null, rms: boolean) => {
+      const out: Arr = [];
+      for (let r = 0; r < R; r++) {
+        const row = x.slice(r * C, r * C + C);
+        const mu = rms ? 0 : row.reduce((a, v) => a + v, 0) / C;
+        const v2 = row.reduce((a, v) => a + (v - mu) ** 2, 0) / C;
+        const rstd = 1 / Math.sqrt(v2 + (rms ? 1e-6 : 1e-5));
+        row.forEach((v, c) => out.push((v - mu) * rstd * g[c]! + (b ? b[c]! : 0)));
+      }
+      return out;
+    };
+    await gradCheck('layerNorm', [[R, C], [C], [C]], ([x, g, b]) => layerNorm(ctx, x!, g!, b), ([x, g, b]) => ln(x!, g!, b!, false), { tol: 2e-3 });
+    await gradCheck('layerNorm no beta', [[R, C], [C]], ([x, g]) => layerNorm(ctx, x!, g!), ([x, g]) => ln(x!, g!, null, false), { tol: 2e-3 });
+    await gradCheck('rmsNorm', [[R, C], [C]], ([x, g]) => rmsNorm(ctx, x!, g!), ([x, g]) => ln(x!, g!, null, true), { tol: 2e-3 });
   });
 
   it('crossEntropy: labels with ignore-index and label smoothing, and soft targets', async () => {
