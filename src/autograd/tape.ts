@@ -181,3 +181,21 @@ export function backward(ctx: GpuContext, loss: Tensor, seed?: Tensor): void {
   }
   clearTape(ctx, [loss]);
 }
+
+/**
+ * Check mode for numerics: read back every output on the tape, in recording order, and
+ * return the first op whose output holds NaN or ±Inf (with its record index), or null.
+ * Call it after the forward, before `backward()`. It synchronises with the GPU: a debugging
+ * aid, not for every step.
+ */
+export async function findNonFinite(ctx: GpuContext): Promise<{ op: string; index: number; output: string } | null> {
+  const tp = tape(ctx);
+  for (let i = 0; i < tp.records.length; i++) {
+    const r = tp.records[i]!;
+    const v = await r.output.read();
+    for (let k = 0; k < v.length; k++) {
+      if (!Number.isFinite(v[k]!)) return { op: r.name, index: i, output: r.output.label };
+    }
+  }
+  return null;
+}

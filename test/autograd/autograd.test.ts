@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { add, crossEntropy, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, softmax, sub, sum } from '../../src/autograd/ops.js';
 import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
-import { backward, clearTape, grad, noGrad, requiresGrad, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
+import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
@@ -189,6 +189,20 @@ describe('tape semantics', () => {
         return n;
       });
     expect(await count(true)).toBe((await count(false)) + 1); // exactly the dW matmul
+  });
+
+  it('check mode names the first op that produced NaN or Inf', async () => {
+    await ctx.scopeAsync(async () => {
+      const w = requiresGrad(ctx.tensor([1, 2, 3], [3]));
+      const a = relu(ctx, w);
+      const b = scale(ctx, a, 1e38); // 3e38 overflows f32 in the next op, not here
+      mul(ctx, b, b);
+      expect(await findNonFinite(ctx)).toEqual({ op: 'mul', index: 2, output: 'mul.out' });
+      clearTape(ctx);
+      relu(ctx, w);
+      expect(await findNonFinite(ctx)).toBeNull();
+      clearTape(ctx);
+    });
   });
 
   it('rejects backward on a non-scalar without a seed, and on a tensor not on the tape', () => {
