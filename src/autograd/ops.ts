@@ -12,7 +12,21 @@
 import type { GpuContext } from '../gpu/context.js';
 import { ShapeError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { add as addK, fill, gelu as geluK, geluBackward, mul as mulK, relu as reluK, reluBackward, scale as scaleK, sub as subK } from '../kernels/elementwise.js';
+import {
+  add as addK,
+  fill,
+  gelu as geluK,
+  geluBackward,
+  mul as mulK,
+  relu as reluK,
+  reluBackward,
+  scale as scaleK,
+  silu as siluK,
+  siluBackward,
+  sub as subK,
+  transpose as transposeK,
+} from '../kernels/elementwise.js';
+import { dropout as dropoutK } from '../kernels/random.js';
 import { type LoraLayer, loraBackward, loraForward } from '../kernels/lora.js';
 import { matmul as matmulK } from '../kernels/matmul.js';
 import { layerNorm as layerNormK, normBackward, rmsNorm as rmsNormK } from '../kernels/norm.js';
@@ -60,7 +74,8 @@ function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], f
 
 export type OpName =
   | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear'
-  | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm';
+  | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm'
+  | 'silu' | 'transpose' | 'dropout';
 
 const rules = {
   matmul: defineOp('matmul', {
@@ -246,13 +261,33 @@ const rules = {
       };
     },
   }),
+
+  silu: defineOp('silu', {
+    forward: (ctx, x: Tensor) => ({ out: siluK(ctx, x), inputs: [x], backward: (gy) => [siluBackward(ctx, x, gy)] }),
+  }),
+
+  /** The transpose of a 2-D tensor. */
+  transpose: defineOp('transpose', {
+    forward: (ctx, x: Tensor) => ({ out: transposeK(ctx, x), inputs: [x], backward: (gy) => [transposeK(ctx, gy)] }),
+  }),
+
+  /** Inverted dropout, seeded; backward regenerates the same mask from (seed, offset). */
+  dropout: defineOp('dropout', {
+    forward: (ctx, x: Tensor, o: { p: number; seed: number; offset?: number }) => ({
+      out: dropoutK(ctx, x, o),
+      inputs: [x],
+      backward: (gy) => [dropoutK(ctx, gy, o)],
+    }),
+  }),
 } satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
 
 function copyOf(ctx: GpuContext, t: Tensor): Tensor {
   return scaleK(ctx, t, 1);
 }
 
-export const { matmul, linear, add, sub, mul, scale, relu, gelu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, layerNorm, rmsNorm } = rules;
+export const {
+  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm,
+} = rules;
 
 /** The same values with no gradient history (a copy that is not on the tape). */
 export function detach(ctx: GpuContext, x: Tensor): Tensor {

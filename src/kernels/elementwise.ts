@@ -116,14 +116,14 @@ export function axpy(ctx: GpuContext, alpha: number, x: Tensor, y: Tensor): Tens
   return y;
 }
 
-function unary(entry: 'relu' | 'gelu', ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
+function unary(entry: 'relu' | 'gelu' | 'silu', ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
   const dt = checkTensor(entry, 'x', x);
   const o = outputTensor(ctx, entry, out, x.shape, dt);
   run(ctx, entry, dt, x.size, { x, out: o });
   return o;
 }
 
-function unaryBackward(entry: 'relu_backward' | 'gelu_backward', ctx: GpuContext, x: Tensor, dy: Tensor, out?: Tensor): Tensor {
+function unaryBackward(entry: 'relu_backward' | 'gelu_backward' | 'silu_backward', ctx: GpuContext, x: Tensor, dy: Tensor, out?: Tensor): Tensor {
   const dt = checkTensor(entry, 'x', x);
   checkTensor(entry, 'dy', dy, dt);
   if (!sameShape(x.shape, dy.shape)) throw new ShapeError(`${entry}: dy ${fmtShape(dy.shape)} must match x ${fmtShape(x.shape)}`);
@@ -135,6 +135,10 @@ function unaryBackward(entry: 'relu_backward' | 'gelu_backward', ctx: GpuContext
 export const relu = (ctx: GpuContext, x: Tensor, out?: Tensor) => unary('relu', ctx, x, out);
 /** GELU, tanh approximation (PyTorch's `approximate='tanh'`). */
 export const gelu = (ctx: GpuContext, x: Tensor, out?: Tensor) => unary('gelu', ctx, x, out);
+/** SiLU (swish): x·σ(x). */
+export const silu = (ctx: GpuContext, x: Tensor, out?: Tensor) => unary('silu', ctx, x, out);
+/** dx = dy · σ(x)·(1 + x·(1 − σ(x))). */
+export const siluBackward = (ctx: GpuContext, x: Tensor, dy: Tensor, out?: Tensor) => unaryBackward('silu_backward', ctx, x, dy, out);
 /** dx = dy where x > 0, else 0. */
 export const reluBackward = (ctx: GpuContext, x: Tensor, dy: Tensor, out?: Tensor) => unaryBackward('relu_backward', ctx, x, dy, out);
 /** dx = dy · gelu'(x) (tanh approximation). */

@@ -10,7 +10,7 @@
 // workgroups, then y) so n may exceed 65535·WG·per.
 //
 // Entries: fill, copy, add, sub, mul, scale, axpy (y += alpha·x, in place),
-//          relu, relu_backward, gelu, gelu_backward (tanh approximation),
+//          relu, relu_backward, gelu, gelu_backward (tanh approximation), silu, silu_backward,
 //          cast_to_t (f32 -> T), cast_from_t (T -> f32),
 //          transpose2d (x [n/ny, ny] -> out [ny, n/ny]).
 alias T = f32;
@@ -158,6 +158,36 @@ fn gelu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   for (var t = 0u; t < params.per; t++) {
     let i = base + t * WG;
     if (i < params.n) { out[i] = T(f32(y[i]) * gelu_tanh_grad(f32(x[i]))); }
+  }
+}
+
+fn sigmoid(v: f32) -> f32 {
+  // exp of a large positive argument overflows to inf, and 1/(1+inf) = 0 is the right limit.
+  return 1.0 / (1.0 + exp(-v));
+}
+
+@compute @workgroup_size(WG)
+fn silu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { let v = f32(x[i]); out[i] = T(v * sigmoid(v)); }
+  }
+}
+
+// dx = dy · σ(x)·(1 + x·(1 − σ(x))). x: input, y: dy.
+@compute @workgroup_size(WG)
+fn silu_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) {
+      let v = f32(x[i]);
+      let s = sigmoid(v);
+      out[i] = T(f32(y[i]) * s * (1.0 + v * (1.0 - s)));
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { add, crossEntropy, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, softmax, sub, sum } from '../../src/autograd/ops.js';
+import { add, crossEntropy, dropout, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
+import { dropoutMaskRef } from '../../src/kernels/random.ref.js';
 import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
 import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
 import type { GpuContext } from '../../src/gpu/context.js';
@@ -91,6 +92,13 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     await gradCheck('sum', [[3, 5]], ([x]) => sum(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0)]);
     await gradCheck('mean', [[3, 5]], ([x]) => mean(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0) / 15]);
     await gradCheck('mse', [[3, 5], [3, 5]], ([p, t]) => mse(ctx, p!, t!), ([p, t]) => [p!.reduce((a, v, i) => a + (v - t![i]!) ** 2, 0) / 15]);
+  });
+
+  it('silu, transpose, dropout (mask regenerated from the seed)', async () => {
+    await gradCheck('silu', [[4, 5]], ([x]) => silu(ctx, x!), ([x]) => x!.map((v) => v / (1 + Math.exp(-v))));
+    await gradCheck('transpose', [[3, 4]], ([x]) => transpose(ctx, x!), ([x]) => Array.from({ length: 12 }, (_, i) => x![(i % 3) * 4 + Math.floor(i / 3)]!));
+    const keep = dropoutMaskRef(24, 5, 2, 0.4);
+    await gradCheck('dropout', [[4, 6]], ([x]) => dropout(ctx, x!, { p: 0.4, seed: 5, offset: 2 }), ([x]) => x!.map((v, i) => (keep[i] ? v / 0.6 : 0)));
   });
 
   it('softmax, logSoftmax, reshape', async () => {
@@ -219,7 +227,7 @@ describe('tape semantics', () => {
 });
 
 describe('training', () => {
-  it('a 3-layer MLP step (forward, backward, AdamW) is one submit; loss falls; live bytes stay flat over 300 steps', async () => {
+  it('a 3-layer MLP step (forward, backward, AdamW) is one submit; loss falls; live bytes stay flat over 500 steps', async () => {
     const R = rng(42);
     const [B, D, H] = [32, 8, 16];
     // Target: y = sin-ish nonlinear function of x.
@@ -255,11 +263,11 @@ describe('training', () => {
     first.dispose();
     const live: number[] = [];
     let last = l0;
-    for (let t = 1; t <= 300; t++) {
+    for (let t = 1; t <= 500; t++) {
       const submits = ctx.stats.submits;
       const loss = step();
       expect(ctx.stats.submits).toBe(submits); // nothing submitted while encoding the step
-      if (t % 50 === 0) {
+      if (t % 100 === 0) {
         last = (await loss.read())[0]!;
         expect(ctx.stats.submits).toBe(submits + 1); // the whole step was one submit
         live.push(ctx.memory().liveBytes);

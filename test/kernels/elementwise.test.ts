@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { roundHalf } from '../../src/gpu/half.js';
 import type { DType } from '../../src/gpu/kernel.js';
-import { add, axpy, cast, copy, elementsPerInvocation, fill, gelu, geluBackward, mul, relu, reluBackward, scale, sub, transpose } from '../../src/kernels/elementwise.js';
+import { add, axpy, cast, copy, elementsPerInvocation, fill, gelu, geluBackward, mul, relu, reluBackward, scale, silu, siluBackward, sub, transpose } from '../../src/kernels/elementwise.js';
 import { uniform } from '../../src/kernels/random.js';
 import { uniformAtRef } from '../../src/kernels/random.ref.js';
 import { binaryRef, geluTanhGradRef, geluTanhRef, mapRef } from '../../src/kernels/elementwise.ref.js';
@@ -38,6 +38,7 @@ describe('elementwise kernels against the f64 reference', () => {
           expectClose(await scale(ctx, X, -0.5).read(), mapRef(x, (v) => -0.5 * v), TOL[dtype], `scale ${dtype} n=${n}`);
           expectClose(await relu(ctx, X).read(), mapRef(x, (v) => Math.max(v, 0)), TOL[dtype], `relu ${dtype} n=${n}`);
           expectClose(await gelu(ctx, X).read(), mapRef(x, geluTanhRef), TOL[dtype], `gelu ${dtype} n=${n}`);
+          expectClose(await silu(ctx, X).read(), mapRef(x, (v) => v / (1 + Math.exp(-v))), TOL[dtype], `silu ${dtype} n=${n}`);
         });
       }
     }
@@ -108,6 +109,7 @@ describe('elementwise kernels against the f64 reference', () => {
       expectClose(dGelu, mapRef(x, (v, i) => dy[i]! * geluTanhGradRef(v)), TOL.f32, 'gelu_backward vs reference');
       expectClose(dRelu, fd((v) => Math.max(v, 0)), { atol: 1e-4, rtol: 1e-3 }, 'relu_backward vs finite differences');
       expectClose(dGelu, fd(geluTanhRef), { atol: 1e-4, rtol: 1e-3 }, 'gelu_backward vs finite differences');
+      expectClose(await siluBackward(ctx, X, DY).read(), fd((v) => v / (1 + Math.exp(-v))), { atol: 1e-4, rtol: 1e-3 }, 'silu_backward vs finite differences');
     });
   });
 
