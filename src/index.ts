@@ -18,6 +18,6 @@ export * from './kernels/maskedGrad.js';
 export * from './kernels/random.js';
 export * from './optim/optimizer.js';
 export * as autograd from './autograd/ops.js';
-export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, zeroGrad } from './autograd/tape.js';
+export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, zeroGrad } from './autograd/tape.js';
 export * from './kernels/softmax.js';
 export * from './kernels/norm.js';

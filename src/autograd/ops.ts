@@ -28,6 +28,7 @@ import {
 } from '../kernels/elementwise.js';
 import { dropout as dropoutK } from '../kernels/random.js';
 import { type LoraLayer, loraBackward, loraForward } from '../kernels/lora.js';
+import { maskedGrad } from '../kernels/maskedGrad.js';
 import { matmul as matmulK } from '../kernels/matmul.js';
 import { layerNorm as layerNormK, normBackward, rmsNorm as rmsNormK } from '../kernels/norm.js';
 import { sum as sumK } from '../kernels/reduce.js';
@@ -108,7 +109,7 @@ const rules = {
           const g2 = gy.view([M, N]);
           return [
             nx ? ctx.reshape(matmulK(ctx, g2, W), x.shape) : null,
-            nW ? matmulK(ctx, g2, x.view([M, K]), { transA: true }) : null,
+            nW ? weightGrad(ctx, g2, x.view([M, K]), W) : null,
             ...(b ? [nb ? sumRows(ctx, gy, N, [N]) : null] : []),
           ];
         },
@@ -280,6 +281,12 @@ const rules = {
     }),
   }),
 } satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
+
+/** dW = dyᵀ·x, masked (frozen tiles skipped, frozen entries 0) when W is partly frozen. */
+function weightGrad(ctx: GpuContext, dy: Tensor, x: Tensor, W: Tensor): Tensor {
+  const mask = gradInfo(W).mask;
+  return mask ? maskedGrad(ctx, dy, x, mask) : matmulK(ctx, dy, x, { transA: true });
+}
 
 function copyOf(ctx: GpuContext, t: Tensor): Tensor {
   return scaleK(ctx, t, 1);

@@ -16,10 +16,13 @@ import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { add, fill } from '../kernels/elementwise.js';
+import type { GradMask } from '../kernels/maskedGrad.js';
 
 export interface GradInfo {
   requiresGrad: boolean;
   grad: Tensor | null;
+  /** Partly frozen: only the entries the mask leaves trainable get a gradient (see linear). */
+  mask: GradMask | null;
 }
 
 /** Autograd state of a tensor (kept beside it, so the GPU layer stays autograd-free). */
@@ -27,13 +30,28 @@ const info = new WeakMap<Tensor, GradInfo>();
 
 export function gradInfo(t: Tensor): GradInfo {
   let g = info.get(t);
-  if (!g) info.set(t, (g = { requiresGrad: false, grad: null }));
+  if (!g) info.set(t, (g = { requiresGrad: false, grad: null, mask: null }));
   return g;
 }
 
 /** Mark `t` as a leaf that accumulates a gradient (a trainable parameter). Returns t. */
 export function requiresGrad<T extends Tensor>(t: T, on = true): T {
   gradInfo(t).requiresGrad = on;
+  return t;
+}
+
+/**
+ * Freeze part of a weight: its gradient is computed with the masked-gradient kernel, which
+ * skips frozen tiles and writes exactly 0 for frozen entries (used by `linear`). Implies
+ * requiresGrad. Pass null to unfreeze.
+ */
+export function setGradMask<T extends Tensor>(t: T, mask: GradMask | null): T {
+  if (mask && (mask.shape[0] !== t.shape[0] || mask.shape[1] !== t.shape[1] || t.shape.length !== 2)) {
+    throw new ShapeError(`setGradMask: the mask is [${mask.shape.join(',')}], tensor '${t.label}' is [${t.shape.join(',')}]`);
+  }
+  const g = gradInfo(t);
+  g.mask = mask;
+  if (mask) g.requiresGrad = true;
   return t;
 }
 

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { add, crossEntropy, dropout, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
 import { dropoutMaskRef } from '../../src/kernels/random.ref.js';
 import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
-import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
+import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
+import { GradMask } from '../../src/kernels/maskedGrad.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
@@ -211,6 +212,25 @@ describe('tape semantics', () => {
       expect(await findNonFinite(ctx)).toBeNull();
       clearTape(ctx);
     });
+  });
+
+  it('a partly frozen weight (setGradMask) gets the masked gradient: frozen rows exactly 0', async () => {
+    const [M, K, N] = [6, 5, 8];
+    const x = Array.from(randomArray(M * K, rng(1)), Math.fround);
+    const w = Array.from(randomArray(N * K, rng(2)), Math.fround);
+    const G = Array.from(randomArray(M * N, rng(3)), Math.fround);
+    const mask = new GradMask(ctx, [N, K], { rows: [[2, 5]] });
+    await ctx.scopeAsync(async () => {
+      const W = setGradMask(ctx.tensor(w, [N, K]), mask);
+      const l = sum(ctx, mul(ctx, linear(ctx, ctx.tensor(x, [M, K]), W), ctx.tensor(G, [M, N])));
+      backward(ctx, l);
+      const got = await grad(W)!.read();
+      const full = mm(G, x, N, K, M, true, false); // dyᵀ·x
+      expectClose(got, full.map((v, i) => (Math.floor(i / K) >= 2 && Math.floor(i / K) < 5 ? v : 0)), { atol: 1e-5, rtol: 1e-4 }, 'masked dW');
+      zeroGrad([W]);
+      l.dispose();
+    });
+    mask.dispose();
   });
 
   it('rejects backward on a non-scalar without a seed, and on a tensor not on the tape', () => {
