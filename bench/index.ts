@@ -16,6 +16,7 @@ import type { Tensor } from '../src/gpu/tensor.js';
 import { copy, fill, transpose } from '../src/kernels/elementwise.js';
 import { dropout, uniform } from '../src/kernels/random.js';
 import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';
+import { embedding, TokenIds } from '../src/kernels/embedding.js';
 import { layerNorm } from '../src/kernels/norm.js';
 import { sum } from '../src/kernels/reduce.js';
 import { crossEntropy, softmax } from '../src/kernels/softmax.js';
@@ -119,6 +120,8 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
   const s = ctx.empty([1]);
   const adamGrads = fill(ctx, ctx.empty([n]), 0.01);
   const labels8k = fill(ctx, ctx.empty([8192]), 3);
+  const table = ctx.empty([32000, 1024]);
+  const tokens = new TokenIds(ctx, Array.from({ length: 8192 }, (_, i) => (i * 7919) % 32000), 32000);
   const gamma = fill(ctx, ctx.empty([1024]), 1);
   const beta = fill(ctx, ctx.empty([1024]), 0);
   const adam = new AdamW(ctx, [{ params: y, grads: adamGrads }], { lr: 1e-3 });
@@ -140,6 +143,7 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
       r.y.dispose();
       r.stats.dispose();
     }, 2 * n * 4],
+    ['embedding gather 8192 tokens × 1024 from [32000,1024]', () => void embedding(ctx, table, tokens), 2 * n * 4],
     // AdamW reads p, g, m, v and writes p, m, v: 7 words per parameter.
     ['AdamW step, 8M params', () => adam.step(), 7 * n * 4],
   ];
@@ -156,7 +160,8 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
     rows.push({ suite: 'memory', name, work: { bytes }, wallMs, gpuMs });
   }
   adam.dispose();
-  for (const t of [x, y, s, adamGrads, labels8k, gamma, beta]) t.dispose();
+  tokens.dispose();
+  for (const t of [x, y, s, adamGrads, labels8k, gamma, beta, table]) t.dispose();
 }
 
 async function main(): Promise<void> {

@@ -21,3 +21,4 @@ export * as autograd from './autograd/ops.js';
 export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, zeroGrad } from './autograd/tape.js';
 export * from './kernels/softmax.js';
 export * from './kernels/norm.js';
+export * from './kernels/embedding.js';

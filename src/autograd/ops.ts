@@ -28,6 +28,7 @@ import {
 } from '../kernels/elementwise.js';
 import { dropout as dropoutK } from '../kernels/random.js';
 import { type LoraLayer, loraBackward, loraForward } from '../kernels/lora.js';
+import { embedding as embeddingK, embeddingBackward, type TokenIds } from '../kernels/embedding.js';
 import { maskedGrad } from '../kernels/maskedGrad.js';
 import { matmul as matmulK } from '../kernels/matmul.js';
 import { layerNorm as layerNormK, normBackward, rmsNorm as rmsNormK } from '../kernels/norm.js';
@@ -76,7 +77,7 @@ function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], f
 export type OpName =
   | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear'
   | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm'
-  | 'silu' | 'transpose' | 'dropout';
+  | 'silu' | 'transpose' | 'dropout' | 'embedding';
 
 const rules = {
   matmul: defineOp('matmul', {
@@ -280,6 +281,15 @@ const rules = {
       backward: (gy) => [dropoutK(ctx, gy, o)],
     }),
   }),
+
+  /** table[ids] (gather); the table's gradient is a deterministic per-id sum (embedding.wgsl). */
+  embedding: defineOp('embedding', {
+    forward: (ctx, table: Tensor, ids: TokenIds) => ({
+      out: embeddingK(ctx, table, ids),
+      inputs: [table],
+      backward: (gy) => [embeddingBackward(ctx, table, ids, gy)],
+    }),
+  }),
 } satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
 
 /** dW = dyᵀ·x, masked (frozen tiles skipped, frozen entries 0) when W is partly frozen. */
@@ -293,7 +303,7 @@ function copyOf(ctx: GpuContext, t: Tensor): Tensor {
 }
 
 export const {
-  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm,
+  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding,
 } = rules;
 
 /** The same values with no gradient history (a copy that is not on the tape). */

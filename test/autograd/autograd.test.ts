@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { add, crossEntropy, dropout, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
+import { add, crossEntropy, dropout, embedding, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
 import { dropoutMaskRef } from '../../src/kernels/random.ref.js';
 import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
 import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
 import { GradMask } from '../../src/kernels/maskedGrad.js';
+import { TokenIds } from '../../src/kernels/embedding.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
@@ -100,6 +101,15 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     await gradCheck('transpose', [[3, 4]], ([x]) => transpose(ctx, x!), ([x]) => Array.from({ length: 12 }, (_, i) => x![(i % 3) * 4 + Math.floor(i / 3)]!));
     const keep = dropoutMaskRef(24, 5, 2, 0.4);
     await gradCheck('dropout', [[4, 6]], ([x]) => dropout(ctx, x!, { p: 0.4, seed: 5, offset: 2 }), ([x]) => x!.map((v, i) => (keep[i] ? v / 0.6 : 0)));
+  });
+
+  it('embedding: gather forward, per-id sum backward (repeated ids accumulate)', async () => {
+    const [V, D] = [7, 5];
+    const idList = [3, 0, 3, 6, 3, 1];
+    const ids = new TokenIds(ctx, idList, V, [2, 3]);
+    await gradCheck('embedding', [[V, D]], ([t]) => embedding(ctx, t!, ids), ([t]) => idList.flatMap((id) => t!.slice(id * D, id * D + D)));
+    ids.dispose();
+    expect(() => new TokenIds(ctx, [1, 9], V)).toThrow('TokenIds: ids[1] = 9, expected an integer in [0, 7)');
   });
 
   it('softmax, logSoftmax, reshape', async () => {

@@ -1,0 +1,109 @@
+/**
+ * Launchers for src/wgsl/embedding.wgsl: token embedding lookup and its deterministic
+ * gradient. Ids come from the CPU; `TokenIds` uploads them with the positions of each
+ * distinct id, once per batch.
+ *
+ * ```ts
+ * const ids = new TokenIds(ctx, [5, 17, 5, 2], vocabSize);
+ * const h = embedding(ctx, table, ids);            // [4, D]
+ * const dTable = embeddingBackward(ctx, table, ids, dh);
+ * ids.dispose();
+ * ```
+ */
+import type { GpuContext } from '../gpu/context.js';
+import { ArgumentError, ShapeError } from '../gpu/errors.js';
+import { KernelModule } from '../gpu/kernel.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { wgsl } from '../wgsl/sources.js';
+import { fill } from './elementwise.js';
+import { checkTensor, fmtShape, grid2d } from './util.js';
+
+function mod(): KernelModule {
+  return KernelModule.get('embedding.wgsl', wgsl.embedding);
+}
+
+/** A batch of token ids on the GPU, with the positions of each distinct id (for backward). */
+export class TokenIds {
+  readonly count: number;
+  readonly unique: number;
+  readonly aux: GPUBuffer;
+  readonly offsets: { uniq: number; starts: number; pos: number };
+
+  constructor(
+    readonly ctx: GpuContext,
+    ids: ArrayLike<number>,
+    readonly vocab: number,
+    /** Shape of the ids (e.g. [batch, T]); the embedding output is [...shape, D]. */
+    readonly shape: readonly number[] = [ids.length],
+  ) {
+    if (!ids.length) throw new ArgumentError('TokenIds: no ids');
+    if (shape.reduce((a, b) => a * b, 1) !== ids.length) throw new ShapeError(`TokenIds: shape ${fmtShape(shape)} does not hold ${ids.length} ids`);
+    const byId = new Map<number, number[]>();
+    for (let t = 0; t < ids.length; t++) {
+      const id = ids[t]!;
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new ArgumentError(`TokenIds: ids[${t}] = ${id}, expected an integer in [0, ${vocab})`);
+      const list = byId.get(id);
+      if (list) list.push(t);
+      else byId.set(id, [t]);
+    }
+    const T = ids.length;
+    const U = byId.size;
+    const data = new Uint32Array(T + U + U + 1 + T);
+    data.set(Array.from(ids), 0);
+    const uniq = T;
+    const starts = uniq + U;
+    const pos = starts + U + 1;
+    let k = 0;
+    let s = 0;
+    for (const [id, list] of byId) {
+      data[uniq + k] = id;
+      data[starts + k] = s;
+      for (const t of list) data[pos + s++] = t;
+      k++;
+    }
+    data[starts + U] = s;
+    this.aux = ctx.device.createBuffer({ size: Math.ceil(data.byteLength / 16) * 16, usage: 0x0080 | 0x0008, label: 'token ids' });
+    ctx.queue.writeBuffer(this.aux, 0, data);
+    this.count = T;
+    this.unique = U;
+    this.offsets = { uniq, starts, pos };
+  }
+
+  dispose(): void {
+    this.aux.destroy();
+  }
+}
+
+function checkTable(op: string, table: Tensor, ids: TokenIds): number {
+  checkTensor(op, 'table', table, 'f32');
+  if (table.shape.length !== 2 || table.shape[0] !== ids.vocab) {
+    throw new ShapeError(`${op}: table has shape ${fmtShape(table.shape)}, expected [V,D] with V = ${ids.vocab} (the ids' vocabulary)`);
+  }
+  return table.shape[1]!;
+}
+
+/** table[ids] -> [...ids.shape, D]. */
+export function embedding(ctx: GpuContext, table: Tensor, ids: TokenIds): Tensor {
+  const D = checkTable('embedding', table, ids);
+  const out = ctx.empty([...ids.shape, D], 'f32', 'embedding.out');
+  ctx.dispatch(mod(), 'embedding_gather', {
+    bindings: { table, aux: ids.aux, out },
+    params: { tokens: ids.count, dim: D, unique: ids.unique, ...ids.offsets },
+    workgroups: grid2d(ctx, ids.count, 'embedding'),
+  });
+  return out;
+}
+
+/** d table [V,D] from dy [...ids.shape, D]: rows of ids that occur get Σ of their dy rows, others 0. */
+export function embeddingBackward(ctx: GpuContext, table: Tensor, ids: TokenIds, dy: Tensor): Tensor {
+  const D = checkTable('embeddingBackward', table, ids);
+  checkTensor('embeddingBackward', 'dy', dy, 'f32');
+  if (dy.size !== ids.count * D) throw new ShapeError(`embeddingBackward: dy has shape ${fmtShape(dy.shape)}, expected [${[...ids.shape, D].join(',')}]`);
+  const out = fill(ctx, ctx.empty(table.shape, 'f32', 'embedding.dtable'), 0);
+  ctx.dispatch(mod(), 'embedding_backward', {
+    bindings: { dy, aux: ids.aux, out },
+    params: { tokens: ids.count, dim: D, unique: ids.unique, ...ids.offsets },
+    workgroups: grid2d(ctx, ids.unique, 'embeddingBackward'),
+  });
+  return out;
+}
