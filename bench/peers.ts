@@ -8,7 +8,7 @@ import { DAWN_FLAGS } from '../src/gpu/node.js';
 import { median, type Row, wallTime } from './lib.js';
 
 let installed = false;
-export function installNavigator(): void {
+function installNavigator(): void {
   if (installed) return;
   Object.assign(globalThis, globals);
   const gpu = create(DAWN_FLAGS);
@@ -27,13 +27,19 @@ function fillRandom(n: number): Float32Array {
   return a;
 }
 
-/** tfjs-webgpu: wall time includes reading C back (as ours does); GPU time from tf.time's kernelMs. */
-export async function tfjsMatmul(sizes: number[], maxTime: number): Promise<Row[]> {
+/** tfjs with its WebGPU backend on our Dawn adapter (the backend reads navigator.gpu as it loads). */
+export async function loadTfjsWebgpu(): Promise<typeof import('@tensorflow/tfjs')> {
   installNavigator();
   const tf = await import('@tensorflow/tfjs');
   await import('@tensorflow/tfjs-backend-webgpu');
   await tf.setBackend('webgpu');
   await tf.ready();
+  return tf;
+}
+
+/** tfjs-webgpu: wall time includes reading C back (as ours does); GPU time from tf.time's kernelMs. */
+export async function tfjsMatmul(sizes: number[], maxTime: number): Promise<Row[]> {
+  const tf = await loadTfjsWebgpu();
   const rows: Row[] = [];
   for (const S of sizes) {
     const a = tf.tensor2d(fillRandom(S * S), [S, S]);

@@ -13,7 +13,7 @@ import { uniform } from '../src/kernels/random.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import type { Row } from './lib.js';
 import { wallTime } from './lib.js';
-import { installNavigator } from './peers.js';
+import { loadTfjsWebgpu } from './peers.js';
 
 const [B, D, R] = [64, 1024, 8];
 const FLOPS = 2 * B * D * D + 2 * B * D * R * 4 + 2 * B * D * R; // forward, dA/dB/du, u
@@ -60,14 +60,10 @@ export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number): 
 }
 
 export async function tfjsStep(maxTime: number): Promise<Row[]> {
-  installNavigator();
-  const tf = await import('@tensorflow/tfjs');
-  await import('@tensorflow/tfjs-backend-webgpu');
-  await tf.setBackend('webgpu');
-  await tf.ready();
+  const tf = await loadTfjsWebgpu();
   const rows: Row[] = [];
   for (const pre of [false, true]) {
-    const W = tf.randomUniform(pre ? [D, D] : [D, D], -0.03, 0.03);
+    const W = tf.randomUniform([D, D], -0.03, 0.03);
     const A = tf.variable(tf.randomUniform([R, D], -1 / 32, 1 / 32));
     const Bv = tf.variable(tf.zeros([D, R]));
     const x = tf.randomUniform([B, D], -1, 1);
