@@ -23,6 +23,9 @@ import {
   scale as scaleK,
   silu as siluK,
   siluBackward,
+  concat as concatK,
+  slice as sliceK,
+  sliceBackward,
   sub as subK,
   transpose as transposeK,
 } from '../kernels/elementwise.js';
@@ -77,7 +80,7 @@ function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], f
 export type OpName =
   | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear'
   | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm'
-  | 'silu' | 'transpose' | 'dropout' | 'embedding';
+  | 'silu' | 'transpose' | 'dropout' | 'embedding' | 'slice' | 'concat';
 
 const rules = {
   matmul: defineOp('matmul', {
@@ -290,6 +293,34 @@ const rules = {
       backward: (gy) => [embeddingBackward(ctx, table, ids, gy)],
     }),
   }),
+
+  /** x[..., start:start+length, ...] along `axis`. */
+  slice: defineOp('slice', {
+    forward: (ctx, x: Tensor, axis: number, start: number, length: number) => ({
+      out: sliceK(ctx, x, axis, start, length),
+      inputs: [x],
+      backward: (gy) => [sliceBackward(ctx, gy, x.shape, axis, start)],
+    }),
+  }),
+
+  /** Concatenation along `axis`; each input's gradient is its slice of gy. */
+  concat: defineOp('concat', {
+    forward: (ctx, xs: Tensor[], axis: number) => {
+      const a = axis < 0 ? xs[0]!.shape.length + axis : axis;
+      return {
+        out: concatK(ctx, xs, axis),
+        inputs: xs,
+        backward: (gy, needs) => {
+          let off = 0;
+          return xs.map((x, i) => {
+            const start = off;
+            off += x.shape[a]!;
+            return needs[i] ? sliceK(ctx, gy, a, start, x.shape[a]!) : null;
+          });
+        },
+      };
+    },
+  }),
 } satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
 
 /** dW = dyᵀ·x, masked (frozen tiles skipped, frozen entries 0) when W is partly frozen. */
@@ -303,7 +334,7 @@ function copyOf(ctx: GpuContext, t: Tensor): Tensor {
 }
 
 export const {
-  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding,
+  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding, slice, concat,
 } = rules;
 
 /** The same values with no gradient history (a copy that is not on the tape). */

@@ -153,3 +153,77 @@ export function transpose(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
   run(ctx, 'transpose2d', dt, x.size, { x, out: o }, C);
   return o;
 }
+
+/** Normalise an axis (negative counts from the end) of a shape, with a clear error. */
+function axisOf(op: string, shape: readonly number[], axis: number): number {
+  const a = axis < 0 ? shape.length + axis : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= shape.length) throw new ArgumentError(`${op}: axis ${axis} is out of range for shape ${fmtShape(shape)}`);
+  return a;
+}
+
+/** Copy a block of columns between [rows, srcCols] and [rows, dstCols] views (slice / concat). */
+function copyWindow(ctx: GpuContext, x: Tensor, out: Tensor, rows: number, width: number, srcCols: number, srcOff: number, dstCols: number, dstOff: number): void {
+  const n = rows * width;
+  const per = elementsPerInvocation(ctx);
+  ctx.dispatch(elementwiseModule(x.dtype), 'copy_window', {
+    bindings: { x, out },
+    params: { n, width, srcCols, srcOff, dstCols, dstOff, per },
+    workgroups: grid2d(ctx, Math.ceil(n / (WG * per)), 'copy_window'),
+  });
+}
+
+/**
+ * The gradient of `slice`: zeros of `shape` with gy placed at [start, start + length) along `axis`.
+ */
+export function sliceBackward(ctx: GpuContext, gy: Tensor, shape: readonly number[], axis: number, start: number): Tensor {
+  const dt = checkTensor('sliceBackward', 'gy', gy);
+  const a = axisOf('sliceBackward', shape, axis);
+  const dim = shape[a]!;
+  const length = gy.shape[a]!;
+  const inner = shape.slice(a + 1).reduce((p, d) => p * d, 1);
+  const outer = shape.slice(0, a).reduce((p, d) => p * d, 1);
+  const dx = fill(ctx, ctx.empty(shape, dt, 'sliceBackward.out'), 0);
+  copyWindow(ctx, gy, dx, outer, length * inner, length * inner, 0, dim * inner, start * inner);
+  return dx;
+}
+
+/** x[..., start:start+length, ...] along `axis`. */
+export function slice(ctx: GpuContext, x: Tensor, axis: number, start: number, length: number): Tensor {
+  const dt = checkTensor('slice', 'x', x);
+  const a = axisOf('slice', x.shape, axis);
+  const dim = x.shape[a]!;
+  if (!Number.isInteger(start) || !Number.isInteger(length) || start < 0 || length < 1 || start + length > dim) {
+    throw new ShapeError(`slice: [${start}, ${start + length}) is not inside axis ${a} of size ${dim} (x ${fmtShape(x.shape)})`);
+  }
+  const inner = x.shape.slice(a + 1).reduce((p, d) => p * d, 1);
+  const outer = x.size / (dim * inner);
+  const shape = x.shape.map((d, i) => (i === a ? length : d));
+  const out = ctx.empty(shape, dt, 'slice.out');
+  copyWindow(ctx, x, out, outer, length * inner, dim * inner, start * inner, length * inner, 0);
+  return out;
+}
+
+/** Concatenate tensors along `axis` (all other dimensions equal). */
+export function concat(ctx: GpuContext, xs: readonly Tensor[], axis: number): Tensor {
+  if (!xs.length) throw new ArgumentError('concat: no tensors');
+  const dt = checkTensor('concat', 'xs[0]', xs[0]!);
+  const a = axisOf('concat', xs[0]!.shape, axis);
+  xs.forEach((t, i) => {
+    checkTensor('concat', `xs[${i}]`, t, dt);
+    if (t.shape.length !== xs[0]!.shape.length || t.shape.some((d, k) => k !== a && d !== xs[0]!.shape[k])) {
+      throw new ShapeError(`concat: xs[${i}] ${fmtShape(t.shape)} does not match xs[0] ${fmtShape(xs[0]!.shape)} outside axis ${a}`);
+    }
+  });
+  const total = xs.reduce((s, t) => s + t.shape[a]!, 0);
+  const shape = xs[0]!.shape.map((d, i) => (i === a ? total : d));
+  const inner = shape.slice(a + 1).reduce((p, d) => p * d, 1);
+  const outer = shape.slice(0, a).reduce((p, d) => p * d, 1);
+  const out = ctx.empty(shape, dt, 'concat.out');
+  let off = 0;
+  for (const t of xs) {
+    const w = t.shape[a]! * inner;
+    copyWindow(ctx, t, out, outer, w, w, 0, total * inner, off * inner);
+    off += t.shape[a]!;
+  }
+  return out;
+}

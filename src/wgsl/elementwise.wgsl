@@ -12,7 +12,9 @@
 // Entries: fill, copy, add, sub, mul, scale, axpy (y += alpha·x, in place),
 //          relu, relu_backward, gelu, gelu_backward (tanh approximation), silu, silu_backward,
 //          cast_to_t (f32 -> T), cast_from_t (T -> f32),
-//          transpose2d (x [n/ny, ny] -> out [ny, n/ny]).
+//          transpose2d (x [n/ny, ny] -> out [ny, n/ny]),
+//          copy_window (a block of columns between row-major [rows, srcCols] and [rows, dstCols]:
+//          slice and concat along an axis, and their backward).
 alias T = f32;
 
 struct Params {
@@ -21,6 +23,18 @@ struct Params {
   alpha: f32,
   per: u32,
 }
+
+// copy_window: out[r, dstOff + c] = x[r, srcOff + c] for c < width, over n = rows·width.
+struct WindowParams {
+  n: u32,
+  width: u32,
+  srcCols: u32,
+  srcOff: u32,
+  dstCols: u32,
+  dstOff: u32,
+  per: u32,
+}
+@group(0) @binding(7) var<uniform> window: WindowParams;
 
 const WG = 256u;
 
@@ -221,5 +235,21 @@ fn transpose2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   for (var t = 0u; t < params.per; t++) {
     let i = base + t * WG;
     if (i < params.n) { out[(i % params.ny) * rows + i / params.ny] = x[i]; }
+  }
+}
+
+// Viewing a tensor as [outer, axis·inner], a slice or a concat along `axis` moves a block of
+// columns: width = length·inner at offset start·inner.
+@compute @workgroup_size(WG)
+fn copy_window(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = (wid.x + wid.y * nwg.x) * WG * window.per + lid.x;
+  for (var t = 0u; t < window.per; t++) {
+    let i = base + t * WG;
+    if (i < window.n) {
+      let r = i / window.width;
+      let c = i % window.width;
+      out[r * window.dstCols + window.dstOff + c] = x[r * window.srcCols + window.srcOff + c];
+    }
   }
 }

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { add, crossEntropy, dropout, embedding, gelu, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
+import { add, concat, crossEntropy, dropout, embedding, gelu, slice, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
 import { dropoutMaskRef } from '../../src/kernels/random.ref.js';
 import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
 import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
@@ -110,6 +110,31 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     await gradCheck('embedding', [[V, D]], ([t]) => embedding(ctx, t!, ids), ([t]) => idList.flatMap((id) => t!.slice(id * D, id * D + D)));
     ids.dispose();
     expect(() => new TokenIds(ctx, [1, 9], V)).toThrow('TokenIds: ids[1] = 9, expected an integer in [0, 7)');
+  });
+
+  it('slice and concat along each axis', async () => {
+    const sh = [2, 3, 4];
+    const at = (x: Arr, i: number, j: number, k: number) => x[i * 12 + j * 4 + k]!;
+    await gradCheck('slice axis 1', [sh], ([x]) => slice(ctx, x!, 1, 1, 2), ([x]) => {
+      const o: Arr = [];
+      for (let i = 0; i < 2; i++) for (let j = 1; j < 3; j++) for (let k = 0; k < 4; k++) o.push(at(x!, i, j, k));
+      return o;
+    });
+    await gradCheck('slice axis -1', [sh], ([x]) => slice(ctx, x!, -1, 3, 1), ([x]) => {
+      const o: Arr = [];
+      for (let i = 0; i < 2; i++) for (let j = 0; j < 3; j++) o.push(at(x!, i, j, 3));
+      return o;
+    });
+    await gradCheck('concat axis 1', [[2, 1, 4], [2, 3, 4]], ([a, b]) => concat(ctx, [a!, b!], 1), ([a, b]) => {
+      const o: Arr = [];
+      for (let i = 0; i < 2; i++) {
+        o.push(...a!.slice(i * 4, i * 4 + 4), ...b!.slice(i * 12, i * 12 + 12));
+      }
+      return o;
+    });
+    await gradCheck('concat axis 0', [[1, 3], [2, 3]], ([a, b]) => concat(ctx, [a!, b!], 0), ([a, b]) => [...a!, ...b!]);
+    expect(() => ctx.scope(() => slice(ctx, ctx.empty([2, 3]), 1, 2, 2))).toThrow('slice: [2, 4) is not inside axis 1 of size 3 (x [2,3])');
+    expect(() => ctx.scope(() => concat(ctx, [ctx.empty([2, 3]), ctx.empty([3, 2])], 0))).toThrow('concat: xs[1] [3,2] does not match xs[0] [2,3] outside axis 0');
   });
 
   it('softmax, logSoftmax, reshape', async () => {
