@@ -26,6 +26,7 @@ import {
   concat as concatK,
   slice as sliceK,
   sliceBackward,
+  swapAxes12,
   sub as subK,
   transpose as transposeK,
 } from '../kernels/elementwise.js';
@@ -80,7 +81,7 @@ function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], f
 export type OpName =
   | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear'
   | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm'
-  | 'silu' | 'transpose' | 'dropout' | 'embedding' | 'slice' | 'concat';
+  | 'silu' | 'transpose' | 'dropout' | 'embedding' | 'slice' | 'concat' | 'splitHeads' | 'mergeHeads';
 
 const rules = {
   matmul: defineOp('matmul', {
@@ -196,9 +197,10 @@ const rules = {
     },
   }),
 
+  /** softmax over the last axis; `causal` masks future positions of [..., T, T] scores. */
   softmax: defineOp('softmax', {
-    forward: (ctx, x: Tensor) => {
-      const y = softmaxK(ctx, x);
+    forward: (ctx, x: Tensor, o: { causal?: boolean } = {}) => {
+      const y = softmaxK(ctx, x, undefined, o);
       return { out: y, inputs: [x], backward: (gy) => [softmaxBackward(ctx, y, gy)] };
     },
   }),
@@ -321,6 +323,34 @@ const rules = {
       };
     },
   }),
+
+  /** [B, T, H·dh] -> [B·H, T, dh]: one attention head per batch item. */
+  splitHeads: defineOp('splitHeads', {
+    forward: (ctx, x: Tensor, heads: number) => {
+      const [B, T, D] = x.shape as [number, number, number];
+      if (x.shape.length !== 3 || D % heads !== 0) throw new ShapeError(`splitHeads: x ${fmtShape(x.shape)}, expected [B,T,H·dh] with H = ${heads} dividing the last dimension`);
+      const dh = D / heads;
+      return {
+        out: ctx.reshape(swapAxes12(ctx, x, [B, T, heads, dh]), [B * heads, T, dh]),
+        inputs: [x],
+        backward: (gy) => [ctx.reshape(swapAxes12(ctx, gy, [B, heads, T, dh]), [B, T, D])],
+      };
+    },
+  }),
+
+  /** [B·H, T, dh] -> [B, T, H·dh], the inverse of splitHeads. */
+  mergeHeads: defineOp('mergeHeads', {
+    forward: (ctx, x: Tensor, heads: number) => {
+      const [BH, T, dh] = x.shape as [number, number, number];
+      if (x.shape.length !== 3 || BH % heads !== 0) throw new ShapeError(`mergeHeads: x ${fmtShape(x.shape)}, expected [B·H,T,dh] with H = ${heads} dividing the first dimension`);
+      const B = BH / heads;
+      return {
+        out: ctx.reshape(swapAxes12(ctx, x, [B, heads, T, dh]), [B, T, heads * dh]),
+        inputs: [x],
+        backward: (gy) => [ctx.reshape(swapAxes12(ctx, gy, [B, T, heads, dh]), [BH, T, dh])],
+      };
+    },
+  }),
 } satisfies Record<OpName, (ctx: GpuContext, ...args: never[]) => Tensor>;
 
 /** dW = dyᵀ·x, masked (frozen tiles skipped, frozen entries 0) when W is partly frozen. */
@@ -334,8 +364,34 @@ function copyOf(ctx: GpuContext, t: Tensor): Tensor {
 }
 
 export const {
-  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding, slice, concat,
+  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding, slice, concat, splitHeads, mergeHeads,
 } = rules;
+
+/**
+ * Scaled dot-product attention composed from primitives: softmax(q·kᵀ/√dh [causal])·v, with
+ * q, k, v [B·H, T, dh] (see splitHeads). Every piece has its own backward on the tape.
+ */
+export function attention(ctx: GpuContext, q: Tensor, k: Tensor, v: Tensor, o: { causal?: boolean } = {}): Tensor {
+  const dh = q.shape[q.shape.length - 1]!;
+  const scores = scale(ctx, matmul(ctx, q, k, { transB: true }), 1 / Math.sqrt(dh));
+  return matmul(ctx, softmax(ctx, scores, o), v);
+}
+
+/**
+ * Causal multi-head self-attention on x [B, T, D]: q, k, v and output projections
+ * (torch-layout [D, D] weights, optional biases), heads split and merged on the GPU.
+ */
+export function causalSelfAttention(
+  ctx: GpuContext,
+  x: Tensor,
+  w: { q: Tensor; k: Tensor; v: Tensor; o: Tensor; bq?: Tensor; bk?: Tensor; bv?: Tensor; bo?: Tensor },
+  heads: number,
+): Tensor {
+  const q = splitHeads(ctx, linear(ctx, x, w.q, w.bq), heads);
+  const k = splitHeads(ctx, linear(ctx, x, w.k, w.bk), heads);
+  const v = splitHeads(ctx, linear(ctx, x, w.v, w.bv), heads);
+  return linear(ctx, mergeHeads(ctx, attention(ctx, q, k, v, { causal: true }), heads), w.o, w.bo);
+}
 
 /** The same values with no gradient history (a copy that is not on the tape). */
 export function detach(ctx: GpuContext, x: Tensor): Tensor {

@@ -227,3 +227,18 @@ export function concat(ctx: GpuContext, xs: readonly Tensor[], axis: number): Te
   }
   return out;
 }
+
+/** x [a, b, c, d] -> [a, c, b, d] (e.g. [batch, T, heads, dh] -> [batch, heads, T, dh]). */
+export function swapAxes12(ctx: GpuContext, x: Tensor, dims: readonly [number, number, number, number]): Tensor {
+  const dt = checkTensor('swapAxes12', 'x', x);
+  const [a, b, c, d] = dims;
+  if (a * b * c * d !== x.size) throw new ShapeError(`swapAxes12: dims [${dims.join(',')}] hold ${a * b * c * d} elements, x ${fmtShape(x.shape)} has ${x.size}`);
+  const out = ctx.empty([a, c, b, d], dt, 'swapAxes12.out');
+  const per = elementsPerInvocation(ctx);
+  ctx.dispatch(elementwiseModule(dt), 'swap12', {
+    bindings: { x, out },
+    params: { n: x.size, b, c, d, per },
+    workgroups: grid2d(ctx, Math.ceil(x.size / (WG * per)), 'swapAxes12'),
+  });
+  return out;
+}

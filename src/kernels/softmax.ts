@@ -25,21 +25,36 @@ function rowsCols(op: string, x: Tensor): [number, number] {
   return [x.size / C, C];
 }
 
-function rowwise(ctx: GpuContext, op: string, entry: string, rows: number, cols: number, bindings: Record<string, Tensor>, extra: { ignoreIndex?: number; smoothing?: number } = {}, soft = false): void {
+function rowwise(
+  ctx: GpuContext,
+  op: string,
+  entry: string,
+  rows: number,
+  cols: number,
+  bindings: Record<string, Tensor>,
+  extra: { ignoreIndex?: number; smoothing?: number; causalPeriod?: number } = {},
+  soft = false,
+): void {
   ctx.dispatch(mod(), entry, {
     bindings,
-    params: { rows, cols, ignoreIndex: extra.ignoreIndex ?? -100, smoothing: extra.smoothing ?? 0 },
-    constants: { SOFT: soft },
+    params: { rows, cols, ignoreIndex: extra.ignoreIndex ?? -100, smoothing: extra.smoothing ?? 0, period: extra.causalPeriod ?? 1 },
+    constants: { SOFT: soft, CAUSAL: extra.causalPeriod !== undefined },
     workgroups: grid2d(ctx, rows, op),
   });
 }
 
-/** softmax over the last axis. */
-export function softmax(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
+/**
+ * softmax over the last axis. With `causal`, x holds attention scores [..., T, T] and row t
+ * sees only columns 0..t (later ones get probability 0).
+ */
+export function softmax(ctx: GpuContext, x: Tensor, out?: Tensor, o: { causal?: boolean } = {}): Tensor {
   const [R, C] = rowsCols('softmax', x);
-  const o = outputTensor(ctx, 'softmax', out, x.shape, 'f32');
-  rowwise(ctx, 'softmax', 'softmax_rows', R, C, { x, out: o });
-  return o;
+  if (o.causal && (x.shape.length < 2 || x.shape[x.shape.length - 2] !== C)) {
+    throw new ShapeError(`softmax: causal needs square score matrices [..., T, T], got ${fmtShape(x.shape)}`);
+  }
+  const y = outputTensor(ctx, 'softmax', out, x.shape, 'f32');
+  rowwise(ctx, 'softmax', 'softmax_rows', R, C, { x, out: y }, o.causal ? { causalPeriod: C } : {});
+  return y;
 }
 
 /** log-softmax over the last axis. */
@@ -126,8 +141,8 @@ export function crossEntropy(ctx: GpuContext, logits: Tensor, target: XentTarget
     rowwise(ctx, 'crossEntropy', 'xent_rows', R, C, { x: logits, ...tb, out: rows, lse }, x, soft);
     ctx.dispatch(mod(), 'xent_mean', {
       bindings: { y: rows, labels: tb.labels, out: stats },
-      params: { rows: R, cols: C, ignoreIndex: opts.ignoreIndex ?? -100, smoothing: eps },
-      constants: { SOFT: soft },
+      params: { rows: R, cols: C, ignoreIndex: opts.ignoreIndex ?? -100, smoothing: eps, period: 1 },
+      constants: { SOFT: soft, CAUSAL: false },
       workgroups: [1],
     });
   });

@@ -14,7 +14,8 @@
 //          cast_to_t (f32 -> T), cast_from_t (T -> f32),
 //          transpose2d (x [n/ny, ny] -> out [ny, n/ny]),
 //          copy_window (a block of columns between row-major [rows, srcCols] and [rows, dstCols]:
-//          slice and concat along an axis, and their backward).
+//          slice and concat along an axis, and their backward),
+//          swap12 (x [a, b, c, d] -> out [a, c, b, d]: attention's head split and merge).
 alias T = f32;
 
 struct Params {
@@ -35,6 +36,16 @@ struct WindowParams {
   per: u32,
 }
 @group(0) @binding(7) var<uniform> window: WindowParams;
+
+// swap12: x [a, b, c, d] -> out [a, c, b, d], n = a·b·c·d.
+struct SwapParams {
+  n: u32,
+  b: u32,
+  c: u32,
+  d: u32,
+  per: u32,
+}
+@group(0) @binding(8) var<uniform> swap: SwapParams;
 
 const WG = 256u;
 
@@ -250,6 +261,23 @@ fn copy_window(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
       let r = i / window.width;
       let c = i % window.width;
       out[r * window.dstCols + window.dstOff + c] = x[r * window.srcCols + window.srcOff + c];
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn swap12(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = (wid.x + wid.y * nwg.x) * WG * swap.per + lid.x;
+  for (var t = 0u; t < swap.per; t++) {
+    let i = base + t * WG;
+    if (i < swap.n) {
+      // i indexes x [a, b, c, d]; write at [a, c, b, d].
+      let k = i % swap.d;
+      let j = (i / swap.d) % swap.c;
+      let bb = (i / (swap.d * swap.c)) % swap.b;
+      let a = i / (swap.d * swap.c * swap.b);
+      out[((a * swap.c + j) * swap.b + bb) * swap.d + k] = x[i];
     }
   }
 }

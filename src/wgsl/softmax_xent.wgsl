@@ -1,5 +1,5 @@
-// softmax_xent.wgsl — row-wise softmax, log-softmax and a fused softmax cross-entropy over
-// the last axis of x viewed as [R, C]. One workgroup per row (2-D grid for many rows); every
+// softmax_xent.wgsl — row-wise softmax (optionally causal, for attention scores), log-softmax
+// and a fused softmax cross-entropy over the last axis of x viewed as [R, C]. One workgroup per row (2-D grid for many rows); every
 // reduction (max, Σexp, Σ) is a lane-strided loop then a tree in workgroup memory, in f32.
 //
 // Cross-entropy, with targets either class indices (`labels` [R], as f32 holding integers;
@@ -15,10 +15,13 @@ struct Params {
   cols: u32,
   ignoreIndex: f32,
   smoothing: f32,
+  // CAUSAL softmax: row r is query position r % period and sees columns 0..=(r % period).
+  period: u32,
 }
 
 const WG = 64u;
 override SOFT: bool = false;
+override CAUSAL: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> labels: array<f32>;
@@ -51,14 +54,21 @@ fn reduce(li: u32, v: f32, is_max: bool) -> f32 {
   return r;
 }
 
-// logΣexp of row `row` of x (max-shifted, so large logits do not overflow).
+// Columns of row `row` that take part: all, or up to the query position when CAUSAL.
+fn visible(row: u32) -> u32 {
+  if (CAUSAL) { return min(row % params.period + 1u, params.cols); }
+  return params.cols;
+}
+
+// logΣexp of row `row` of x over its visible columns (max-shifted, so large logits do not overflow).
 fn log_sum_exp(row: u32, li: u32) -> f32 {
   let base = row * params.cols;
+  let n = visible(row);
   var m = -3.4e38;
-  for (var c = li; c < params.cols; c += WG) { m = max(m, x[base + c]); }
+  for (var c = li; c < n; c += WG) { m = max(m, x[base + c]); }
   m = reduce(li, m, true);
   var s = 0.0;
-  for (var c = li; c < params.cols; c += WG) { s += exp(x[base + c] - m); }
+  for (var c = li; c < n; c += WG) { s += exp(x[base + c] - m); }
   s = reduce(li, s, false);
   return m + log(s);
 }
@@ -68,7 +78,9 @@ fn softmax_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) 
   let row = min(row_of(wid, nwg), params.rows - 1u);  // uniform: extra workgroups redo the last row
   let l = log_sum_exp(row, li);
   let base = row * params.cols;
-  for (var c = li; c < params.cols; c += WG) { out[base + c] = exp(x[base + c] - l); }
+  let n = visible(row);
+  // Masked (future) columns get probability 0, so backward needs no mask.
+  for (var c = li; c < params.cols; c += WG) { out[base + c] = select(0.0, exp(x[base + c] - l), c < n); }
 }
 
 @compute @workgroup_size(WG)

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { add, concat, crossEntropy, dropout, embedding, gelu, slice, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
+import { add, attention, causalSelfAttention, concat, crossEntropy, dropout, embedding, gelu, mergeHeads, slice, splitHeads, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
 import { dropoutMaskRef } from '../../src/kernels/random.ref.js';
 import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
 import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
@@ -135,6 +135,51 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     await gradCheck('concat axis 0', [[1, 3], [2, 3]], ([a, b]) => concat(ctx, [a!, b!], 0), ([a, b]) => [...a!, ...b!]);
     expect(() => ctx.scope(() => slice(ctx, ctx.empty([2, 3]), 1, 2, 2))).toThrow('slice: [2, 4) is not inside axis 1 of size 3 (x [2,3])');
     expect(() => ctx.scope(() => concat(ctx, [ctx.empty([2, 3]), ctx.empty([3, 2])], 0))).toThrow('concat: xs[1] [3,2] does not match xs[0] [2,3] outside axis 0');
+  });
+
+  it('attention: split/merge heads, causal softmax, scaled dot-product, and a causal self-attention block', async () => {
+    const [B, T, H, dh] = [2, 3, 2, 2];
+    const D = H * dh;
+    // CPU: split [B,T,H·dh] -> [B·H,T,dh].
+    const split = (x: Arr) => {
+      const o: Arr = [];
+      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) for (let e = 0; e < dh; e++) o.push(x[(b * T + t) * D + h * dh + e]!);
+      return o;
+    };
+    const merge = (x: Arr) => {
+      const o: Arr = new Array(B * T * D);
+      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) for (let e = 0; e < dh; e++) o[(b * T + t) * D + h * dh + e] = x[((b * H + h) * T + t) * dh + e]!;
+      return o;
+    };
+    const attn = (q: Arr, k: Arr, v: Arr, n: number, causal: boolean) => {
+      const o: Arr = [];
+      for (let z = 0; z < n; z++) for (let i = 0; i < T; i++) {
+        const sc: number[] = [];
+        for (let j = 0; j < T; j++) {
+          let s = 0;
+          for (let e = 0; e < dh; e++) s += q[(z * T + i) * dh + e]! * k[(z * T + j) * dh + e]!;
+          sc.push(causal && j > i ? -Infinity : s / Math.sqrt(dh));
+        }
+        const m = Math.max(...sc);
+        const ex = sc.map((s) => Math.exp(s - m));
+        const tot = ex.reduce((a, b) => a + b, 0);
+        for (let e = 0; e < dh; e++) o.push(ex.reduce((a, p, j) => a + (p / tot) * v[(z * T + j) * dh + e]!, 0));
+      }
+      return o;
+    };
+    await gradCheck('splitHeads', [[B, T, D]], ([x]) => splitHeads(ctx, x!, H), ([x]) => split(x!));
+    await gradCheck('mergeHeads', [[B * H, T, dh]], ([x]) => mergeHeads(ctx, x!, H), ([x]) => merge(x!));
+    for (const causal of [false, true]) {
+      await gradCheck(`attention causal=${causal}`, [[B * H, T, dh], [B * H, T, dh], [B * H, T, dh]], ([q, k, v]) => attention(ctx, q!, k!, v!, { causal }), ([q, k, v]) => attn(q!, k!, v!, B * H, causal));
+    }
+    const lin = (x: Arr, w: Arr) => mm(x, w, B * T, D, D, false, true);
+    await gradCheck(
+      'causalSelfAttention',
+      [[B, T, D], [D, D], [D, D], [D, D], [D, D]],
+      ([x, wq, wk, wv, wo]) => causalSelfAttention(ctx, x!, { q: wq!, k: wk!, v: wv!, o: wo! }, H),
+      ([x, wq, wk, wv, wo]) => lin(merge(attn(split(lin(x!, wq!)), split(lin(x!, wk!)), split(lin(x!, wv!)), B * H, true)), wo!),
+      { tol: 2e-3 },
+    );
   });
 
   it('softmax, logSoftmax, reshape', async () => {

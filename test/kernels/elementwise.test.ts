@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { roundHalf } from '../../src/gpu/half.js';
 import type { DType } from '../../src/gpu/kernel.js';
-import { add, axpy, cast, copy, elementsPerInvocation, fill, gelu, geluBackward, mul, relu, reluBackward, scale, silu, siluBackward, sub, transpose } from '../../src/kernels/elementwise.js';
+import { add, axpy, cast, copy, elementsPerInvocation, fill, gelu, geluBackward, mul, relu, reluBackward, scale, silu, siluBackward, slice, concat, sub, swapAxes12, transpose } from '../../src/kernels/elementwise.js';
 import { uniform } from '../../src/kernels/random.js';
 import { uniformAtRef } from '../../src/kernels/random.ref.js';
 import { binaryRef, geluTanhGradRef, geluTanhRef, mapRef } from '../../src/kernels/elementwise.ref.js';
@@ -81,6 +81,23 @@ describe('elementwise kernels against the f64 reference', () => {
       expectClose(got, want, { atol: 0, rtol: 0 }, `transpose ${R}x${C}`);
     }
     expect(() => ctx.scope(() => transpose(ctx, ctx.empty([2, 3, 4])))).toThrow('transpose: x has shape [2,3,4], expected rank 2');
+  });
+
+  it('slice, concat and swapAxes12 on shapes larger than a chunk', async () => {
+    const [A, Bd, C] = [3, 1000, 7];
+    const x = rounded(A * Bd * C, 77, 'f32');
+    await ctx.scopeAsync(async () => {
+      const X = ctx.tensor(x, [A, Bd, C]);
+      const s = await slice(ctx, X, 1, 123, 456).read();
+      const want: number[] = [];
+      for (let i = 0; i < A; i++) want.push(...x.slice((i * Bd + 123) * C, (i * Bd + 579) * C));
+      expectClose(s, want, { atol: 0, rtol: 0 }, 'slice');
+      const parts = [slice(ctx, X, 1, 0, 400), slice(ctx, X, 1, 400, 600)];
+      expectClose(await concat(ctx, parts, 1).read(), x, { atol: 0, rtol: 0 }, 'concat of the slices');
+      const sw = await swapAxes12(ctx, X.view([A, 10, 100, C]), [A, 10, 100, C]).read();
+      const i = 2, b = 7, c = 55, d = 3;
+      expect(sw[((i * 100 + c) * 10 + b) * C + d]).toBe(x[((i * 10 + b) * 100 + c) * C + d]);
+    });
   });
 
   it('axpy updates y in place', async () => {

@@ -23,6 +23,21 @@ describe('softmax family against the f64 reference', () => {
     }
   });
 
+  it('causal softmax over [..., T, T] scores: row t sees columns 0..t', async () => {
+    for (const [Z, T] of [[1, 1], [3, 37], [2, 130]] as const) {
+      const x = Array.from(randomArray(Z * T * T, rng(T)), Math.fround);
+      const want = new Float64Array(Z * T * T);
+      for (let r = 0; r < Z * T; r++) {
+        const t = r % T;
+        const row = softmaxRef(x.slice(r * T, r * T + t + 1), t + 1);
+        want.set(row, r * T);
+      }
+      const got = await ctx.scopeAsync(() => softmax(ctx, ctx.tensor(x, [Z, T, T]), undefined, { causal: true }).read());
+      expectClose(got, want, { atol: 1e-6, rtol: 1e-4 }, `causal softmax ${Z}x${T}x${T}`);
+    }
+    expect(() => ctx.scope(() => softmax(ctx, ctx.empty([2, 3]), undefined, { causal: true }))).toThrow('softmax: causal needs square score matrices [..., T, T], got [2,3]');
+  });
+
   it('cross-entropy: labels, ignore-index, label smoothing, soft targets', async () => {
     const [R, C] = [9, 6];
     const x = Array.from(randomArray(R * C, rng(5), -3, 3), Math.fround);
