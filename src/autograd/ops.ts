@@ -84,17 +84,23 @@ export type OpName =
   | 'silu' | 'transpose' | 'dropout' | 'embedding' | 'slice' | 'concat' | 'splitHeads' | 'mergeHeads';
 
 const rules = {
+  /**
+   * op(A)·op(B), rank 2 or 3 (batched); a rank-2 operand shared over the other's batch gets
+   * its gradient summed over the batch.
+   */
   matmul: defineOp('matmul', {
     forward: (ctx, a: Tensor, b: Tensor, o: { transA?: boolean; transB?: boolean } = {}) => {
       const tA = o.transA ?? false;
       const tB = o.transB ?? false;
       const out = matmulK(ctx, a, b, { transA: tA, transB: tB });
+      // A gradient computed per batch item, reduced to the input's shape if it was shared.
+      const fit = (g: Tensor, x: Tensor) => (g.shape.length === x.shape.length ? g : sumRows(ctx, g, x.size, x.shape));
       return {
         out,
         inputs: [a, b],
         backward: (gy, [na, nb]) => [
-          na ? (tA ? matmulK(ctx, b, gy, { transA: tB, transB: true }) : matmulK(ctx, gy, b, { transB: !tB })) : null,
-          nb ? (tB ? matmulK(ctx, gy, a, { transA: true, transB: tA }) : matmulK(ctx, a, gy, { transA: !tA })) : null,
+          na ? fit(tA ? matmulK(ctx, b, gy, { transA: tB, transB: true }) : matmulK(ctx, gy, b, { transB: !tB }), a) : null,
+          nb ? fit(tB ? matmulK(ctx, gy, a, { transA: true, transB: tA }) : matmulK(ctx, a, gy, { transA: !tA }), b) : null,
         ],
       };
     },
@@ -142,12 +148,16 @@ const rules = {
     }),
   }),
 
-  /** x ⊙ y (same shape). */
+  /** x ⊙ y, y's shape a suffix of x's (broadcast over leading dimensions). */
   mul: defineOp('mul', {
-    forward: (ctx, x: Tensor, y: Tensor) => {
-      if (!sameShape(x.shape, y.shape)) throw new ShapeError(`mul: x ${fmtShape(x.shape)} and y ${fmtShape(y.shape)} must have the same shape (autograd)`);
-      return { out: mulK(ctx, x, y), inputs: [x, y], backward: (gy, [nx, ny]) => [nx ? mulK(ctx, gy, y) : null, ny ? mulK(ctx, gy, x) : null] };
-    },
+    forward: (ctx, x: Tensor, y: Tensor) => ({
+      out: mulK(ctx, x, y),
+      inputs: [x, y],
+      backward: (gy, [nx, ny]) => [
+        nx ? mulK(ctx, gy, y) : null,
+        ny ? (sameShape(x.shape, y.shape) ? mulK(ctx, gy, x) : sumRows(ctx, mulK(ctx, gy, x), y.size, y.shape)) : null,
+      ],
+    }),
   }),
 
   scale: defineOp('scale', {

@@ -76,6 +76,22 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     }
   });
 
+  it('batched matmul, with a shared rank-2 operand on either side', async () => {
+    const [Bt, M, N, K] = [2, 3, 4, 5];
+    const bmm = (a: Arr, b: Arr, aB: boolean, bB: boolean, tB: boolean) => {
+      const o: Arr = [];
+      for (let z = 0; z < Bt; z++) o.push(...mm(aB ? a.slice(z * M * K, (z + 1) * M * K) : a, bB ? b.slice(z * K * N, (z + 1) * K * N) : b, M, N, K, false, tB));
+      return o;
+    };
+    await gradCheck('bmm both batched, B transposed', [[Bt, M, K], [Bt, N, K]], ([a, b]) => matmul(ctx, a!, b!, { transB: true }), ([a, b]) => bmm(a!, b!, true, true, true));
+    await gradCheck('bmm shared B', [[Bt, M, K], [K, N]], ([a, b]) => matmul(ctx, a!, b!), ([a, b]) => bmm(a!, b!, true, false, false));
+    await gradCheck('bmm shared A', [[M, K], [Bt, K, N]], ([a, b]) => matmul(ctx, a!, b!), ([a, b]) => bmm(a!, b!, false, true, false));
+  });
+
+  it('mul with a broadcast suffix', async () => {
+    await gradCheck('mul broadcast', [[3, 4], [4]], ([x, y]) => mul(ctx, x!, y!), ([x, y]) => x!.map((v, i) => v * y![i % 4]!));
+  });
+
   it('linear with bias, x batched [2,3,K]', async () => {
     const [B, T, K, N] = [2, 3, 4, 5];
     await gradCheck('linear', [[B, T, K], [N, K], [N]], ([x, W, b]) => linear(ctx, x!, W!, b), ([x, W, b]) => mm(x!, W!, B * T, N, K, false, true).map((v, i) => v + b![i % N]!));
