@@ -347,6 +347,10 @@ export class GpuContext {
     let result: T;
     try {
       result = fn();
+    } catch (e) {
+      // A failed scope frees what it made, so an error does not leak GPU memory.
+      for (const t of created) t.dispose();
+      throw e;
     } finally {
       this.scopes.pop();
     }
@@ -362,6 +366,9 @@ export class GpuContext {
     let result: T;
     try {
       result = await fn();
+    } catch (e) {
+      for (const t of created) t.dispose();
+      throw e;
     } finally {
       const i = this.scopes.lastIndexOf(created);
       if (i >= 0) this.scopes.splice(i, 1);

@@ -112,6 +112,19 @@ describe('context', () => {
     expect(ctx.memory().liveBytes).toBe(start.liveBytes - 4096);
   });
 
+  it('a scope that throws frees what it made', () => {
+    const before = ctx.memory().liveBytes;
+    let made!: ReturnType<GpuContext['empty']>;
+    expect(() =>
+      ctx.scope(() => {
+        made = ctx.empty([1000]);
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(made.disposed).toBe(true);
+    expect(ctx.memory().liveBytes).toBe(before);
+  });
+
   it('keep() moves a tensor out of its scope', () => {
     let kept!: ReturnType<GpuContext['empty']>;
     let dropped!: ReturnType<GpuContext['empty']>;
