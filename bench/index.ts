@@ -12,7 +12,6 @@ import { parseArgs } from 'node:util';
 import type { GpuContext } from '../src/gpu/context.js';
 import { KernelModule, type DType } from '../src/gpu/kernel.js';
 import { createContext } from '../src/gpu/node.js';
-import type { Tensor } from '../src/gpu/tensor.js';
 import { copy, fill, transpose } from '../src/kernels/elementwise.js';
 import { dropout, uniform } from '../src/kernels/random.js';
 import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';

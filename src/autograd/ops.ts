@@ -416,4 +416,3 @@ export function mse(ctx: GpuContext, pred: Tensor, target: Tensor): Tensor {
   });
 }
 
-export { gradInfo };
