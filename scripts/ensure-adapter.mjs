@@ -77,7 +77,7 @@ function installPlan(os) {
     return {
       describe: `add the bookworm-backports suite (${list}), apt-get update, apt-get install -t bookworm-backports mesa-vulkan-drivers`,
       manual: [
-        `echo 'Types: deb\\nURIs: ${debianMirror()}\\nSuites: bookworm-backports\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg' > ${list}`,
+        `printf 'Types: deb\\nURIs: ${debianMirror()}\\nSuites: bookworm-backports\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' > ${list}`,
         'apt-get update',
         'apt-get install -y -t bookworm-backports mesa-vulkan-drivers',
       ],

@@ -1,0 +1,21 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const script = fileURLToPath(new URL('../../scripts/ensure-adapter.mjs', import.meta.url));
+const run = (env: Record<string, string>) => spawnSync(process.execPath, [script], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
+
+describe('scripts/ensure-adapter.mjs', () => {
+  it('finds the adapter this suite runs on', () => {
+    const r = run({});
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/ensure-adapter: adapter found: \{"vendor"/);
+  });
+
+  it('with no Vulkan driver visible and installing disabled, prints the exact commands and fails', () => {
+    const r = run({ VK_DRIVER_FILES: '/nonexistent.json', VK_ICD_FILENAMES: '/nonexistent.json', WEBGPU_LORA_NO_INSTALL: '1' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('ensure-adapter: no WebGPU adapter found by Dawn');
+    expect(r.stdout).toMatch(/apt-get install -y .*mesa-vulkan-drivers/);
+  });
+});
