@@ -710,6 +710,8 @@ export class GpuContext {
   /**
    * GPU time of the dispatches `fn` encodes, in nanoseconds, from timestamp
    * queries (null where the device has no timestamp-query). Submits and waits.
+   * The timestamps bracket the compute pass that `fn`'s first dispatch opens, so
+   * work after a copy (which ends the pass) in the same `fn` is not counted.
    */
   async timeGpu(fn: () => void): Promise<number | null> {
     if (!this.caps.timestampQuery) {
