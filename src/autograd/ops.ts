@@ -14,6 +14,7 @@ import { ShapeError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
 import {
   add as addK,
+  copy as copyK,
   fill,
   gelu as geluK,
   geluBackward,
@@ -133,7 +134,7 @@ const rules = {
     forward: (ctx, x: Tensor, y: Tensor) => ({
       out: addK(ctx, x, y),
       inputs: [x, y],
-      backward: (gy, [nx, ny]) => [nx ? ctx.reshape(copyOf(ctx, gy), x.shape) : null, ny ? (sameShape(x.shape, y.shape) ? copyOf(ctx, gy) : sumRows(ctx, gy, y.size, y.shape)) : null],
+      backward: (gy, [nx, ny]) => [nx ? copyOf(ctx, gy) : null, ny ? (sameShape(x.shape, y.shape) ? copyOf(ctx, gy) : sumRows(ctx, gy, y.size, y.shape)) : null],
     }),
   }),
 
@@ -370,7 +371,7 @@ function weightGrad(ctx: GpuContext, dy: Tensor, x: Tensor, W: Tensor): Tensor {
 }
 
 function copyOf(ctx: GpuContext, t: Tensor): Tensor {
-  return scaleK(ctx, t, 1);
+  return copyK(ctx, t);
 }
 
 export const {

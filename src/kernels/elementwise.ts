@@ -12,7 +12,7 @@ import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule, type DType } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
-import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
+import { checkFinite as finite, checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
 
 const WG = 256;
 
@@ -43,10 +43,6 @@ function run(
     params: { n, ny, alpha, per: elementsPerInvocation(ctx) },
     workgroups: grid2d(ctx, Math.ceil(n / (WG * elementsPerInvocation(ctx))), entry),
   });
-}
-
-function finite(op: string, name: string, v: number): void {
-  if (!Number.isFinite(v)) throw new ArgumentError(`${op}: ${name} = ${v}, expected a finite number`);
 }
 
 /** Set every element of `t` to `value`. */

@@ -16,7 +16,7 @@ import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
 import { fill } from './elementwise.js';
-import { checkTensor, fmtShape, grid2d } from './util.js';
+import { checkTensor, fmtShape, grid2d, uploadU32 } from './util.js';
 
 function mod(): KernelModule {
   return KernelModule.get('embedding.wgsl', wgsl.embedding);
@@ -62,8 +62,7 @@ export class TokenIds {
       k++;
     }
     data[starts + U] = s;
-    this.aux = ctx.device.createBuffer({ size: Math.ceil(data.byteLength / 16) * 16, usage: 0x0080 | 0x0008, label: 'token ids' });
-    ctx.queue.writeBuffer(this.aux, 0, data);
+    this.aux = uploadU32(ctx, data, 'token ids');
     this.count = T;
     this.unique = U;
     this.offsets = { uniq, starts, pos };

@@ -14,7 +14,7 @@ import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { fill } from './elementwise.js';
 import { encodeMatmul, type MatmulVersion, matmulTileShape, type OutputMask, pickMatmulVersion } from './matmul.js';
-import { fmtShape } from './util.js';
+import { fmtShape, uploadU32 } from './util.js';
 
 /** Which entries of a [N,K] weight train. Ranges are [start, end) and name the trainable part. */
 export type FreezeSpec =
@@ -26,7 +26,6 @@ export type FreezeSpec =
   /** One entry per element of [N,K], nonzero = trains. */
   | { elements: ArrayLike<number> };
 
-const STORAGE_COPY_DST = 0x0080 | 0x0008;
 
 export class GradMask {
   readonly shape: [number, number];
@@ -143,10 +142,7 @@ export class GradMask {
     }
     const tileList = words.length;
     words.push(...tiles);
-    if (!words.length) words.push(0);
-    const data = new Uint32Array(words);
-    const aux = this.ctx.device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 16) * 16), usage: STORAGE_COPY_DST, label: 'grad mask' });
-    this.ctx.queue.writeBuffer(aux, 0, data);
+    const aux = uploadU32(this.ctx, new Uint32Array(words), 'grad mask');
     const entry = {
       mask: { aux, mode, maskRows, maskCols, maskBits, tileList, tileCount: tiles.length / 2 },
       skipped: tiles.length / 2 < tr * tc,

@@ -10,6 +10,7 @@ import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule, type DType } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
+import { uploadU32 } from './util.js';
 
 /** Entry points of matmul.wgsl, slowest first. */
 export const MATMUL_VERSIONS = ['naive', 'regblock', 'regblock4', 'tiled'] as const;
@@ -102,7 +103,7 @@ const dummies = new WeakMap<GpuContext, GPUBuffer>();
 function dummyAux(ctx: GpuContext): GPUBuffer {
   let d = dummies.get(ctx);
   if (!d) {
-    d = ctx.device.createBuffer({ size: 16, usage: 0x0080 | 0x0008, label: 'matmul aux (unused)' });
+    d = uploadU32(ctx, new Uint32Array(0), 'matmul aux (unused)');
     dummies.set(ctx, d);
   }
   return d;

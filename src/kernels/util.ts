@@ -1,8 +1,25 @@
 /** Small helpers shared by launchers. */
 import type { GpuContext } from '../gpu/context.js';
-import { DTypeError, ShapeError, SizeLimitError } from '../gpu/errors.js';
+import { ArgumentError, DTypeError, ShapeError, SizeLimitError } from '../gpu/errors.js';
 import type { DType } from '../gpu/kernel.js';
+import { POOL_USAGE } from '../gpu/pool.js';
 import type { Tensor } from '../gpu/tensor.js';
+
+/**
+ * A read-only u32 storage buffer holding `data` (index lists, masks, tile lists), its size
+ * rounded up to 16 bytes; empty data gives 16 zero bytes (WebGPU zero-fills new buffers).
+ * The caller owns it and destroys it.
+ */
+export function uploadU32(ctx: GpuContext, data: Uint32Array<ArrayBuffer>, label: string): GPUBuffer {
+  const buf = ctx.device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 16) * 16), usage: POOL_USAGE, label });
+  if (data.byteLength) ctx.queue.writeBuffer(buf, 0, data);
+  return buf;
+}
+
+/** Throw an ArgumentError naming `op` and `name` unless v is finite (and >= min). */
+export function checkFinite(op: string, name: string, v: number, min = -Infinity): void {
+  if (!Number.isFinite(v) || v < min) throw new ArgumentError(`${op}: ${name} = ${v}, expected a finite number${min > -Infinity ? ` >= ${min}` : ''}`);
+}
 
 /** Workgroups covering `groups` in a 2-D grid, x at most maxComputeWorkgroupsPerDimension. */
 export function grid2d(ctx: GpuContext, groups: number, op: string): [number, number, number] {

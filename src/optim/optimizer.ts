@@ -15,7 +15,7 @@ import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { add, fill } from '../kernels/elementwise.js';
 import { sumSquares } from '../kernels/reduce.js';
-import { grid2d } from '../kernels/util.js';
+import { checkFinite as finite, grid2d } from '../kernels/util.js';
 import { wgsl } from '../wgsl/sources.js';
 
 export interface ParamGroup {
@@ -48,10 +48,6 @@ export interface SGDOptions extends CommonOptions {
 
 function optimModule(): KernelModule {
   return KernelModule.get('optim.wgsl', wgsl.optim);
-}
-
-function finite(op: string, name: string, v: number, min = -Infinity): void {
-  if (!Number.isFinite(v) || v < min) throw new ArgumentError(`${op}: ${name} = ${v}, expected a finite number${min > -Infinity ? ` >= ${min}` : ''}`);
 }
 
 abstract class Optimizer {
