@@ -59,6 +59,8 @@ export interface ContextOptions {
   powerPreference?: GPUPowerPreference;
   /** Kept referenced for the context's lifetime (Dawn's `create()` result must outlive its devices). */
   keepAlive?: unknown;
+  /** Called once when the context is destroyed (after the device). */
+  onDestroy?: () => void;
   /** Optional features to leave off even where available (e.g. to test a fallback path). */
   disableFeatures?: string[];
 }
@@ -159,7 +161,7 @@ function readCaps(adapter: GPUAdapter | null, device: GPUDevice): Caps {
  * In Node, use `createContext` from `webgpu-lora/node`, which supplies Dawn.
  */
 export async function createContext(options: ContextOptions = {}): Promise<GpuContext> {
-  if (options.device) return new GpuContext(options.device, null, options.keepAlive);
+  if (options.device) return new GpuContext(options.device, null, options.keepAlive, options.onDestroy);
   const gpu = options.gpu ?? (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
   if (!gpu) throw new DeviceError('createContext: no GPU given and navigator.gpu is undefined (WebGPU unavailable here)');
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
@@ -176,13 +178,20 @@ export async function createContext(options: ContextOptions = {}): Promise<GpuCo
     if (typeof v === 'number') requiredLimits[k] = v;
   }
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'webgpu-lora' });
-  return new GpuContext(device, adapter, options.keepAlive);
+  return new GpuContext(device, adapter, options.keepAlive, options.onDestroy);
 }
 
 interface PipelineEntry {
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
   layoutId: number;
+}
+
+/** One dispatch's GPU time from {@link GpuContext.profile}. */
+export interface DispatchProfile {
+  kernel: string;
+  workgroups: [number, number, number];
+  ns: number;
 }
 
 export class GpuContext {
@@ -201,6 +210,7 @@ export class GpuContext {
   private encoder_: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private passTimestamps: GPUComputePassTimestampWrites | undefined;
+  private profiling: { querySet: GPUQuerySet; capacity: number; records: { kernel: string; workgroups: [number, number, number] }[] } | null = null;
   private readonly ring: RingChunk[] = [];
   private ringIndex = 0;
   private readonly uniformAlign: number;
@@ -214,6 +224,7 @@ export class GpuContext {
     readonly device: GPUDevice,
     adapter: GPUAdapter | null,
     keepAlive?: unknown,
+    private readonly onDestroy?: () => void,
   ) {
     this.keepAlive = keepAlive;
     this.caps = readCaps(adapter, device);
@@ -578,6 +589,17 @@ export class GpuContext {
       this.bindGroups.set(bgKey, bg);
     }
     if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return;
+    const prof = this.profiling;
+    if (prof) {
+      // Profiling: every dispatch gets a pass of its own, bracketed by two timestamps
+      // (untimed past the query set's capacity).
+      this.endPass();
+    }
+    if (prof && prof.records.length < prof.capacity) {
+      const i = prof.records.length;
+      this.passTimestamps = { querySet: prof.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
+      prof.records.push({ kernel: where, workgroups: [wg[0], wg[1], wg[2]] });
+    }
     const pass = this.computePass();
     pass.setPipeline(p.pipeline);
     if (dynamicOffset >= 0) pass.setBindGroup(0, bg, [dynamicOffset]);
@@ -746,6 +768,54 @@ export class GpuContext {
     return Number(t[1]! - t[0]!);
   }
 
+  /**
+   * GPU time of each dispatch `fn` encodes (nanoseconds, from timestamp queries), in
+   * encoding order, with the kernel (`file:entry`) and workgroup counts; submits and waits.
+   * Each dispatch runs in a compute pass of its own, so the total is a little above the
+   * time of the same work in one pass. Returns null where the device has no timestamp-query
+   * (`fn` still runs). Up to `maxDispatches` are timed; later ones run untimed.
+   */
+  async profile(fn: () => void, maxDispatches = 1024): Promise<DispatchProfile[] | null> {
+    if (!this.caps.timestampQuery) {
+      fn();
+      await this.sync();
+      return null;
+    }
+    if (this.profiling) throw new ArgumentError('profile: already profiling (profile calls do not nest)');
+    const capacity = Math.max(1, Math.min(maxDispatches, 2048));
+    this.flush();
+    const querySet = this.device.createQuerySet({ type: 'timestamp', count: 2 * capacity });
+    this.profiling = { querySet, capacity, records: [] };
+    let records: { kernel: string; workgroups: [number, number, number] }[];
+    try {
+      fn();
+    } finally {
+      records = this.profiling.records;
+      this.profiling = null;
+      this.passTimestamps = undefined;
+    }
+    const n = records.length;
+    if (n === 0) {
+      await this.sync();
+      querySet.destroy();
+      return [];
+    }
+    const resolve = this.device.createBuffer({ size: 16 * n, usage: QUERY_RESOLVE | COPY_SRC_ONLY });
+    const out = this.device.createBuffer({ size: 16 * n, usage: MAP_READ_USAGE });
+    const enc = this.encoder();
+    enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, out, 0, 16 * n);
+    this.flush();
+    await out.mapAsync(MAP_MODE_READ);
+    const t = new BigInt64Array(out.getMappedRange().slice(0));
+    out.unmap();
+    out.destroy();
+    resolve.destroy();
+    querySet.destroy();
+    this.throwPending('profile');
+    return records.map((r, i) => ({ ...r, ns: Number(t[2 * i + 1]! - t[2 * i]!) }));
+  }
+
   private async awaitCompileChecks(): Promise<void> {
     if (!this.compileChecks.length) return;
     const checks = this.compileChecks.splice(0);
@@ -791,5 +861,6 @@ export class GpuContext {
     const keep = this.keepAlive;
     setTimeout(() => void keep, 0);
     this.keepAlive = null;
+    this.onDestroy?.();
   }
 }

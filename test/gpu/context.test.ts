@@ -66,6 +66,44 @@ describe('context', () => {
     out.dispose();
   });
 
+  it('times work on the GPU: timeGpu brackets it, profile gives each dispatch with its kernel', async () => {
+    await ctx.scopeAsync(async () => {
+      const a = ctx.tensor([1, 2, 3, 4], [2, 2]);
+      const total = await ctx.timeGpu(() => void matmul(ctx, a, a));
+      let c: ReturnType<typeof add> | undefined;
+      const prof = await ctx.profile(() => {
+        const b = matmul(ctx, a, a);
+        c = add(ctx, b, a);
+      });
+      expect(Array.from(await c!.read())).toEqual([8, 12, 18, 26]); // profiled work still computes
+      if (!ctx.caps.timestampQuery) {
+        console.log('profile: no timestamp-query on this adapter; checked the null path');
+        expect(total).toBeNull();
+        expect(prof).toBeNull();
+        return;
+      }
+      expect(total).toBeGreaterThan(0);
+      expect(prof!.map((p) => p.kernel)).toEqual([expect.stringMatching(/^matmul\.wgsl:matmul_/), 'elementwise.wgsl:add']);
+      for (const p of prof!) {
+        expect(p.ns).toBeGreaterThan(0);
+        expect(p.workgroups.every((w) => w >= 1)).toBe(true);
+      }
+      // Past maxDispatches the rest run untimed (and still run).
+      let d: ReturnType<typeof add> | undefined;
+      const one = await ctx.profile(() => {
+        d = add(ctx, a, a);
+        d = add(ctx, d, a);
+      }, 1);
+      expect(one).toHaveLength(1);
+      expect(Array.from(await d!.read())).toEqual([3, 6, 9, 12]);
+      let inner: Promise<unknown> | undefined;
+      await ctx.profile(() => {
+        inner = ctx.profile(() => {}).catch((e: unknown) => e);
+      });
+      expect(String(await inner)).toMatch(/profile: already profiling/);
+    });
+  });
+
   it('orders a write after work already encoded that reads the old contents', async () => {
     await ctx.scopeAsync(async () => {
       const x = ctx.tensor([1, 2, 3], [3]);
