@@ -61,6 +61,8 @@ export interface ContextOptions {
   keepAlive?: unknown;
   /** Called once when the context is destroyed (after the device). */
   onDestroy?: () => void;
+  /** Called each time the context starts awaiting the GPU (Node: restarts the poll backoff's spin). */
+  onWait?: () => void;
   /** Optional features to leave off even where available (e.g. to test a fallback path). */
   disableFeatures?: string[];
 }
@@ -161,7 +163,7 @@ function readCaps(adapter: GPUAdapter | null, device: GPUDevice): Caps {
  * In Node, use `createContext` from `webgpu-lora/node`, which supplies Dawn.
  */
 export async function createContext(options: ContextOptions = {}): Promise<GpuContext> {
-  if (options.device) return new GpuContext(options.device, null, options.keepAlive, options.onDestroy);
+  if (options.device) return new GpuContext(options.device, null, options.keepAlive, options.onDestroy, options.onWait);
   const gpu = options.gpu ?? (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
   if (!gpu) throw new DeviceError('createContext: no GPU given and navigator.gpu is undefined (WebGPU unavailable here)');
   const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
@@ -178,7 +180,7 @@ export async function createContext(options: ContextOptions = {}): Promise<GpuCo
     if (typeof v === 'number') requiredLimits[k] = v;
   }
   const device = await adapter.requestDevice({ requiredFeatures, requiredLimits, label: 'webgpu-lora' });
-  return new GpuContext(device, adapter, options.keepAlive, options.onDestroy);
+  return new GpuContext(device, adapter, options.keepAlive, options.onDestroy, options.onWait);
 }
 
 interface PipelineEntry {
@@ -225,6 +227,7 @@ export class GpuContext {
     adapter: GPUAdapter | null,
     keepAlive?: unknown,
     private readonly onDestroy?: () => void,
+    private readonly onWait?: () => void,
   ) {
     this.keepAlive = keepAlive;
     this.caps = readCaps(adapter, device);
@@ -324,7 +327,7 @@ export class GpuContext {
     this.encoder().copyBufferToBuffer(buf, 0, staging, 0, size);
     this.flush();
     try {
-      await staging.mapAsync(MAP_MODE_READ);
+      await this.gpuWait(() => staging.mapAsync(MAP_MODE_READ));
     } catch (e) {
       this.throwPending('read');
       throw new DeviceError(`read: mapping '${t.label}' failed: ${(e as Error).message}`);
@@ -721,10 +724,16 @@ export class GpuContext {
     this.afterSubmitDestroy.length = 0;
   }
 
+  /** Start a GPU wait (the hook first: Dawn schedules its first poll inside the call). */
+  private gpuWait<T>(start: () => Promise<T>): Promise<T> {
+    this.onWait?.();
+    return start();
+  }
+
   /** Submit pending work and wait for the GPU; throws any error the device reported meanwhile. */
   async sync(): Promise<void> {
     this.flush();
-    await this.queue.onSubmittedWorkDone();
+    await this.gpuWait(() => this.queue.onSubmittedWorkDone());
     await this.awaitCompileChecks();
     this.throwPending('sync');
   }
@@ -758,7 +767,7 @@ export class GpuContext {
     enc.resolveQuerySet(qs, 0, 2, resolve, 0);
     enc.copyBufferToBuffer(resolve, 0, out, 0, 16);
     this.flush();
-    await out.mapAsync(MAP_MODE_READ);
+    await this.gpuWait(() => out.mapAsync(MAP_MODE_READ));
     const t = new BigInt64Array(out.getMappedRange().slice(0));
     out.unmap();
     out.destroy();
@@ -806,7 +815,7 @@ export class GpuContext {
     enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
     enc.copyBufferToBuffer(resolve, 0, out, 0, 16 * n);
     this.flush();
-    await out.mapAsync(MAP_MODE_READ);
+    await this.gpuWait(() => out.mapAsync(MAP_MODE_READ));
     const t = new BigInt64Array(out.getMappedRange().slice(0));
     out.unmap();
     out.destroy();

@@ -10,7 +10,7 @@
  */
 import { create, globals } from 'webgpu';
 import { createContext as createFromGpu, type ContextOptions, type GpuContext } from './context.js';
-import { installPollBackoff, type PollBackoffOptions } from './pollBackoff.js';
+import { installPollBackoff, pollWaitStarts, type PollBackoffOptions } from './pollBackoff.js';
 
 export { pollStats, type PollBackoffOptions, type PollStats } from './pollBackoff.js';
 
@@ -38,14 +38,14 @@ export function installGlobals(): void {
  * object sets the spin and sleep times (the first context to install it sets them).
  */
 export async function createContext(
-  options: Omit<ContextOptions, 'gpu' | 'keepAlive' | 'onDestroy'> & { dawnFlags?: string[]; pollBackoff?: false | PollBackoffOptions } = {},
+  options: Omit<ContextOptions, 'gpu' | 'keepAlive' | 'onDestroy' | 'onWait'> & { dawnFlags?: string[]; pollBackoff?: false | PollBackoffOptions } = {},
 ): Promise<GpuContext> {
   installGlobals();
   const { dawnFlags, pollBackoff, ...rest } = options;
   const gpu = create(dawnFlags ?? DAWN_FLAGS);
   const release = pollBackoff === false ? undefined : installPollBackoff(pollBackoff ?? {});
   try {
-    return await createFromGpu({ ...rest, gpu, keepAlive: gpu, onDestroy: release });
+    return await createFromGpu({ ...rest, gpu, keepAlive: gpu, onDestroy: release, onWait: release && pollWaitStarts });
   } catch (e) {
     release?.();
     throw e;

@@ -45,9 +45,14 @@ export function isDawnTick(fn: unknown): boolean {
 
 /**
  * A `setImmediate` that defers Dawn's tick once a wait has spun for `spinMs`. A wait is a run
- * of ticks less than `2·sleepMs + 1` ms apart; a longer gap starts a new one.
+ * of ticks less than `2·sleepMs + 1` ms apart; a longer gap, or `waitStarts()`, starts a new one.
  */
-export function backoffScheduler(original: Scheduler, options: PollBackoffOptions, stats: PollStats, deps: BackoffDeps): Scheduler {
+export function backoffScheduler(
+  original: Scheduler,
+  options: PollBackoffOptions,
+  stats: PollStats,
+  deps: BackoffDeps,
+): Scheduler & { waitStarts: () => void } {
   const spinMs = options.spinMs ?? 0.5;
   const sleepMs = options.sleepMs ?? 1;
   if (!(spinMs >= 0) || !(sleepMs >= 0)) {
@@ -56,7 +61,7 @@ export function backoffScheduler(original: Scheduler, options: PollBackoffOption
   const gap = 2 * sleepMs + 1;
   let waitStart = -Infinity;
   let lastTick = -Infinity;
-  return (fn, ...args) => {
+  const schedule = (fn: (...args: unknown[]) => void, ...args: unknown[]) => {
     if (!deps.isDawnTick(fn)) return original(fn, ...args);
     const t = deps.now();
     if (t - lastTick > gap) waitStart = t;
@@ -68,10 +73,18 @@ export function backoffScheduler(original: Scheduler, options: PollBackoffOption
     stats.deferred++;
     return deps.setTimeout(() => fn(...args), sleepMs);
   };
+  // A caller that knows a new wait begins (the context, before it awaits the GPU) says so,
+  // so a wait that starts right after another one still spins first.
+  return Object.assign(schedule, { waitStarts: () => void (lastTick = -Infinity) });
 }
 
 const stats: PollStats = { immediate: 0, deferred: 0 };
-let installed: { original: typeof setImmediate; wrapper: typeof setImmediate; users: number } | null = null;
+let installed: { original: typeof setImmediate; wrapper: typeof setImmediate; waitStarts: () => void; users: number } | null = null;
+
+/** Tell the backoff (if installed) that a new GPU wait begins now: it spins first again. */
+export function pollWaitStarts(): void {
+  installed?.waitStarts();
+}
 
 /** Counters of Dawn ticks seen since the process started (for tests and diagnostics). */
 export function pollStats(): Readonly<PollStats> {
@@ -100,7 +113,7 @@ export function installPollBackoff(options: PollBackoffOptions = {}): () => void
       if (d) Object.defineProperty(wrapper, key, d);
     }
     globalThis.setImmediate = wrapper;
-    installed = { original, wrapper, users: 0 };
+    installed = { original, wrapper, waitStarts: schedule.waitStarts, users: 0 };
   }
   installed.users++;
   let released = false;

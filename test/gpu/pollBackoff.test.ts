@@ -43,6 +43,13 @@ describe('Dawn poll backoff', () => {
     h.advance(3.5);
     h.sched(h.tick);
     expect(h.stats).toEqual({ immediate: 6, deferred: 2 });
+    // So does waitStarts(), with no gap at all (a read right after a sync).
+    h.advance(1);
+    h.sched(h.tick);
+    expect(h.stats.deferred).toBe(3);
+    h.sched.waitStarts();
+    h.sched(h.tick);
+    expect(h.stats).toEqual({ immediate: 7, deferred: 3 });
   });
 
   it('passes every other callback straight through, with its arguments', () => {
