@@ -146,7 +146,15 @@ export function transpose(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
   if (x.shape.length !== 2) throw new ShapeError(`transpose: x has shape ${fmtShape(x.shape)}, expected rank 2`);
   const [R, C] = x.shape as [number, number];
   const o = outputTensor(ctx, 'transpose', out, [C, R], dt);
-  run(ctx, 'transpose2d', dt, x.size, { x, out: o }, C);
+  if (R % 4 === 0 && C % 4 === 0 && R / 4 <= (ctx.caps.limits.maxComputeWorkgroupsPerDimension ?? 65535)) {
+    ctx.dispatch(elementwiseModule(dt), 'transpose2d_4x4', {
+      bindings: { x4: x, out4: o },
+      params: { n: x.size, ny: C, alpha: 0, per: 1 },
+      workgroups: [Math.ceil(C / 4 / WG), R / 4],
+    });
+  } else {
+    run(ctx, 'transpose2d', dt, x.size, { x, out: o }, C);
+  }
   return o;
 }
 

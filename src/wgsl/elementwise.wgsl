@@ -249,6 +249,31 @@ fn transpose2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   }
 }
 
+@group(0) @binding(9) var<storage, read> x4: array<vec4<T>>;
+@group(0) @binding(10) var<storage, read_write> out4: array<vec4<T>>;
+
+// transpose2d for rows % 4 == 0 and cols % 4 == 0: each invocation moves one 4×4 block with
+// four vec4 loads and four vec4 stores, and takes its block from the 2-D grid, so there is no
+// per-element index division (llvmpipe has no vector integer divide). Grid: x over
+// column blocks (WG per workgroup), y over row blocks.
+@compute @workgroup_size(WG)
+fn transpose2d_4x4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let cols4 = params.ny / 4u;
+  let rows = params.n / params.ny;
+  let cb = wid.x * WG + lid.x;
+  let rb = wid.y;
+  if (cb >= cols4) { return; }
+  let r0 = x4[(4u * rb) * cols4 + cb];
+  let r1 = x4[(4u * rb + 1u) * cols4 + cb];
+  let r2 = x4[(4u * rb + 2u) * cols4 + cb];
+  let r3 = x4[(4u * rb + 3u) * cols4 + cb];
+  let rows4 = rows / 4u;
+  out4[(4u * cb) * rows4 + rb] = vec4<T>(r0.x, r1.x, r2.x, r3.x);
+  out4[(4u * cb + 1u) * rows4 + rb] = vec4<T>(r0.y, r1.y, r2.y, r3.y);
+  out4[(4u * cb + 2u) * rows4 + rb] = vec4<T>(r0.z, r1.z, r2.z, r3.z);
+  out4[(4u * cb + 3u) * rows4 + rb] = vec4<T>(r0.w, r1.w, r2.w, r3.w);
+}
+
 // Viewing a tensor as [outer, axis·inner], a slice or a concat along `axis` moves a block of
 // columns: width = length·inner at offset start·inner.
 @compute @workgroup_size(WG)

@@ -69,16 +69,19 @@ describe('elementwise kernels against the f64 reference', () => {
     }
   });
 
-  it('transposes 2-D tensors', async () => {
-    for (const [R, C] of [[1, 1], [1, 7], [5, 1], [13, 29], [64, 3]] as const) {
-      const x = rounded(R * C, R * 100 + C, 'f32');
-      const got = await ctx.scopeAsync(async () => {
-        const T = transpose(ctx, ctx.tensor(x, [R, C]));
-        expect(T.shape).toEqual([C, R]);
-        return T.read();
-      });
-      const want = Array.from({ length: R * C }, (_, i) => x[(i % R) * C + Math.floor(i / R)]!);
-      expectClose(got, want, { atol: 0, rtol: 0 }, `transpose ${R}x${C}`);
+  it('transposes 2-D tensors (element path, and 4×4 blocks when both sides are multiples of 4)', async () => {
+    const shapes = [[1, 1], [1, 7], [5, 1], [13, 29], [64, 3], [4, 4], [8, 1028], [1032, 12], [12, 8]] as const;
+    for (const [R, C] of shapes) {
+      for (const dt of dtypes()) {
+        const x = rounded(R * C, R * 100 + C, dt);
+        const got = await ctx.scopeAsync(async () => {
+          const T = transpose(ctx, ctx.tensor(x, [R, C], dt));
+          expect(T.shape).toEqual([C, R]);
+          return T.read();
+        });
+        const want = Array.from({ length: R * C }, (_, i) => x[(i % R) * C + Math.floor(i / R)]!);
+        expectClose(got, want, { atol: 0, rtol: 0 }, `transpose ${dt} ${R}x${C}`);
+      }
     }
     expect(() => ctx.scope(() => transpose(ctx, ctx.empty([2, 3, 4])))).toThrow('transpose: x has shape [2,3,4], expected rank 2');
   });
