@@ -1,7 +1,7 @@
 /**
  * Differentiable ops: each primitive's forward and backward are defined together in one
- * table, typed so that an op without a rule fails to compile. Composites (mse) are built
- * from primitives. Every op takes the context first, like the kernels.
+ * table, typed so that an op without a rule fails to compile. Composites (attention) are
+ * built from primitives. Every op takes the context first, like the kernels.
  *
  * ```ts
  * requiresGrad(W); requiresGrad(b);
@@ -16,12 +16,14 @@ import {
   add as addK,
   copy as copyK,
   fill,
+  fillScalar,
   gelu as geluK,
   geluBackward,
   mul as mulK,
   relu as reluK,
   reluBackward,
   scale as scaleK,
+  scaledDiff,
   silu as siluK,
   siluBackward,
   concat as concatK,
@@ -37,7 +39,7 @@ import { embedding as embeddingK, embeddingBackward, type TokenIds } from '../ke
 import { maskedGrad } from '../kernels/maskedGrad.js';
 import { matmul as matmulK } from '../kernels/matmul.js';
 import { layerNorm as layerNormK, normBackward, rmsNorm as rmsNormK } from '../kernels/norm.js';
-import { sum as sumK } from '../kernels/reduce.js';
+import { mean as meanK, sum as sumK, sumSquaredDiff } from '../kernels/reduce.js';
 import {
   crossEntropy as crossEntropyK,
   crossEntropyBackward,
@@ -72,15 +74,9 @@ function sumRows(ctx: GpuContext, g: Tensor, cols: number, shape: readonly numbe
   return ctx.reshape(matmulK(ctx, ones, g.view([rows, cols])), shape);
 }
 
-/** `s` (a one-element tensor) broadcast to `shape`. */
-function broadcastScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], factor = 1): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const ones = fill(ctx, ctx.empty([n, 1], s.dtype), factor);
-  return ctx.reshape(mulK(ctx, ones, s.view([1])), shape);
-}
 
 export type OpName =
-  | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'loraLinear'
+  | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'mse' | 'loraLinear'
   | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm'
   | 'silu' | 'transpose' | 'dropout' | 'embedding' | 'slice' | 'concat' | 'splitHeads' | 'mergeHeads';
 
@@ -175,16 +171,34 @@ const rules = {
 
   /** Σ of all elements -> [1]. */
   sum: defineOp('sum', {
-    forward: (ctx, x: Tensor) => ({ out: sumK(ctx, x, 'all'), inputs: [x], backward: (gy) => [broadcastScalar(ctx, gy, x.shape)] }),
+    forward: (ctx, x: Tensor) => ({ out: sumK(ctx, x, 'all'), inputs: [x], backward: (gy) => [fillScalar(ctx, gy, x.shape)] }),
   }),
 
   /** Mean of all elements -> [1]. */
   mean: defineOp('mean', {
     forward: (ctx, x: Tensor) => ({
-      out: scaleK(ctx, sumK(ctx, x, 'all'), 1 / x.size),
+      out: meanK(ctx, x, 'all'),
       inputs: [x],
-      backward: (gy) => [broadcastScalar(ctx, gy, x.shape, 1 / x.size)],
+      backward: (gy) => [fillScalar(ctx, gy, x.shape, 1 / x.size)],
     }),
+  }),
+
+  /**
+   * mean((pred − target)²) -> [1] in one reduction pass; the backward is one dispatch per
+   * input that needs a gradient (2/n · g · (pred − target), and its negative for target).
+   */
+  mse: defineOp('mse', {
+    forward: (ctx, pred: Tensor, target: Tensor) => {
+      if (!sameShape(pred.shape, target.shape)) {
+        throw new ShapeError(`mse: target ${fmtShape(target.shape)} must match pred ${fmtShape(pred.shape)}`);
+      }
+      const k = 2 / pred.size;
+      return {
+        out: sumSquaredDiff(ctx, pred, target, { mean: true }),
+        inputs: [pred, target],
+        backward: (gy, [np, nt]) => [np ? scaledDiff(ctx, pred, target, gy, k) : null, nt ? scaledDiff(ctx, target, pred, gy, k) : null],
+      };
+    },
   }),
 
   /**
@@ -375,7 +389,7 @@ function copyOf(ctx: GpuContext, t: Tensor): Tensor {
 }
 
 export const {
-  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding, slice, concat, splitHeads, mergeHeads,
+  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, mse, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding, slice, concat, splitHeads, mergeHeads,
 } = rules;
 
 /**
@@ -409,11 +423,4 @@ export function detach(ctx: GpuContext, x: Tensor): Tensor {
   return copyOf(ctx, x);
 }
 
-/** mean((pred − target)²) -> [1]; target gets no gradient unless it requires one. */
-export function mse(ctx: GpuContext, pred: Tensor, target: Tensor): Tensor {
-  return ctx.scope(() => {
-    const d = sub(ctx, pred, target);
-    return mean(ctx, mul(ctx, d, d));
-  });
-}
 

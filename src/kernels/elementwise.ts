@@ -53,6 +53,33 @@ export function fill(ctx: GpuContext, t: Tensor, value: number): Tensor {
   return t;
 }
 
+function checkScalar(op: string, name: string, t: Tensor, dtype: DType): void {
+  checkTensor(op, name, t, dtype);
+  if (t.size !== 1) throw new ShapeError(`${op}: ${name} has shape ${fmtShape(t.shape)}, expected one element`);
+}
+
+/** `alpha · s` (s a one-element tensor, read on the GPU) in every element of a new tensor of `shape`. */
+export function fillScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], alpha = 1, out?: Tensor): Tensor {
+  const dt = checkTensor('fillScalar', 's', s);
+  checkScalar('fillScalar', 's', s, dt);
+  finite('fillScalar', 'alpha', alpha);
+  const o = outputTensor(ctx, 'fillScalar', out, shape, dt);
+  run(ctx, 'fill_scalar', dt, o.size, { s, out: o }, 1, alpha);
+  return o;
+}
+
+/** `alpha · s · (x − y)` with s a one-element tensor read on the GPU (the gradient of an MSE loss). */
+export function scaledDiff(ctx: GpuContext, x: Tensor, y: Tensor, s: Tensor, alpha = 1, out?: Tensor): Tensor {
+  const dt = checkTensor('scaledDiff', 'x', x);
+  checkTensor('scaledDiff', 'y', y, dt);
+  checkScalar('scaledDiff', 's', s, dt);
+  finite('scaledDiff', 'alpha', alpha);
+  if (!sameShape(x.shape, y.shape)) throw new ShapeError(`scaledDiff: y ${fmtShape(y.shape)} must match x ${fmtShape(x.shape)}`);
+  const o = outputTensor(ctx, 'scaledDiff', out, x.shape, dt);
+  run(ctx, 'scaled_diff', dt, x.size, { x, y, s, out: o }, 1, alpha);
+  return o;
+}
+
 /** A copy of `x` (into `out` if given). */
 export function copy(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
   const dt = checkTensor('copy', 'x', x);

@@ -8,11 +8,11 @@
  * ```
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ArgumentError, SizeLimitError } from '../gpu/errors.js';
+import { ArgumentError, ShapeError, SizeLimitError } from '../gpu/errors.js';
 import { KernelModule, type DType } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
-import { checkTensor, grid2d, outputTensor } from './util.js';
+import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
 
 /** Elements per row of the first pass of a whole-array reduction. */
 const CHUNK = 4096;
@@ -23,23 +23,30 @@ export function reduceModule(dtype: DType): KernelModule {
   return KernelModule.get('reduce.wgsl', wgsl.reduce, dtype);
 }
 
-function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: 0 | 1 | 2, scale: number, out: Tensor): void {
+type ReduceOp = 0 | 1 | 2 | 3;
+
+function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: ReduceOp, scale: number, out: Tensor, y?: Tensor): void {
   const rows = Math.ceil(n / cols);
   ctx.dispatch(reduceModule(x.dtype), 'reduce_rows', {
-    bindings: { x, out },
+    // y is read only by OP 3; the others bind x in its place.
+    bindings: { x, y: y ?? x, out },
     params: { n, cols, rows, scale },
     constants: { OP: op },
     workgroups: grid2d(ctx, rows, 'reduce'),
   });
 }
 
-function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op: 0 | 1 | 2, mean: boolean, out?: Tensor): Tensor {
+function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op: ReduceOp, mean: boolean, out?: Tensor, y?: Tensor): Tensor {
   const dt = checkTensor(opName, 'x', x);
+  if (y) {
+    checkTensor(opName, 'y', y, dt);
+    if (!sameShape(x.shape, y.shape)) throw new ShapeError(`${opName}: y ${fmtShape(y.shape)} must match x ${fmtShape(x.shape)}`);
+  }
   if (axis === -1) {
     const cols = x.shape[x.shape.length - 1]!;
     const shape = x.shape.length > 1 ? x.shape.slice(0, -1) : [1];
     const o = outputTensor(ctx, opName, out, shape, dt);
-    reduceRows(ctx, x, x.size, cols, op, mean ? 1 / cols : 1, o);
+    reduceRows(ctx, x, x.size, cols, op, mean ? 1 / cols : 1, o, y);
     return o;
   }
   if (axis !== 'all') throw new ArgumentError(`${opName}: axis ${String(axis)}, expected -1 (last) or 'all'`);
@@ -48,15 +55,15 @@ function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op
   const o = outputTensor(ctx, opName, out, [1], dt);
   const finalScale = mean ? 1 / x.size : 1;
   if (x.size <= CHUNK) {
-    reduceRows(ctx, x, x.size, x.size, op, finalScale, o);
+    reduceRows(ctx, x, x.size, x.size, op, finalScale, o, y);
     return o;
   }
   // Two passes: partials over chunks, then one row over the partials.
   ctx.scope(() => {
     const partial = ctx.empty([rows], dt, `${opName}.partial`);
-    reduceRows(ctx, x, x.size, CHUNK, op, 1, partial);
+    reduceRows(ctx, x, x.size, CHUNK, op, 1, partial, y);
     // The partials are already squared: the second pass only adds them.
-    reduceRows(ctx, partial, rows, rows, op === 2 ? 0 : op, finalScale, o);
+    reduceRows(ctx, partial, rows, rows, op >= 2 ? 0 : op, finalScale, o);
   });
   return o;
 }
@@ -69,3 +76,7 @@ export const mean = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Te
 export const maxAbs = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('maxAbs', ctx, x, axis, 1, false, out);
 /** Σ x² over the last axis or over everything (the squared L2 norm). */
 export const sumSquares = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, out?: Tensor) => reduce('sumSquares', ctx, x, axis, 2, false, out);
+/** Σ (x − y)² over the last axis or over everything; `mean` divides by the count (an MSE loss). */
+export function sumSquaredDiff(ctx: GpuContext, x: Tensor, y: Tensor, o: { axis?: ReduceAxis; mean?: boolean; out?: Tensor } = {}): Tensor {
+  return reduce(o.mean ? 'meanSquaredDiff' : 'sumSquaredDiff', ctx, x, o.axis ?? 'all', 3, o.mean ?? false, o.out, y);
+}

@@ -9,7 +9,7 @@
 // unrolling the loop (an override) made llvmpipe slower. Dispatches are 2-D (x up to 65535
 // workgroups, then y) so n may exceed 65535·WG·per.
 //
-// Entries: fill, copy, add, sub, mul, scale, axpy (y += alpha·x, in place),
+// Entries: fill, fill_scalar (alpha · a scalar read from a buffer), scaled_diff, copy, add, sub, mul, scale, axpy (y += alpha·x, in place),
 //          relu, relu_backward, gelu, gelu_backward (tanh approximation), silu, silu_backward,
 //          cast_to_t (f32 -> T), cast_from_t (T -> f32),
 //          transpose2d (x [n/ny, ny] -> out [ny, n/ny]),
@@ -81,6 +81,33 @@ fn fill(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var t = 0u; t < params.per; t++) {
     let i = base + t * WG;
     if (i < params.n) { out[i] = T(params.alpha); }
+  }
+}
+
+// A one-element tensor read on the GPU (a loss gradient), so a backward pass needs no readback.
+@group(0) @binding(11) var<storage, read> s: array<T>;
+
+// out = alpha · s[0] everywhere: a scalar's gradient broadcast (the backward of sum and mean).
+@compute @workgroup_size(WG)
+fn fill_scalar(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  let v = T(params.alpha * f32(s[0]));
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = v; }
+  }
+}
+
+// out = alpha · s[0] · (x − y): the backward of mean((x − y)²) with alpha = 2/n.
+@compute @workgroup_size(WG)
+fn scaled_diff(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>) {
+  let base = chunk(wid, nwg, lid);
+  let k = params.alpha * f32(s[0]);
+  for (var t = 0u; t < params.per; t++) {
+    let i = base + t * WG;
+    if (i < params.n) { out[i] = T(k * (f32(x[i]) - f32(y[i]))); }
   }
 }
 

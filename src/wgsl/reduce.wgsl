@@ -1,7 +1,8 @@
 // reduce.wgsl — reductions over the last axis of x viewed as [rows, cols].
 //
 // out[r] = scale · reduce_{c < cols} f(x[r·cols + c]), with f = identity for SUM, |·| for
-// MAX_ABS and x² for SUM_SQUARES (the global gradient norm for clipping). One workgroup per row (2-D grid of workgroups for many rows): each lane strides
+// MAX_ABS, x² for SUM_SQUARES (the global gradient norm for clipping) and (x − y)² for
+// SUM_SQ_DIFF (an MSE loss in one pass). One workgroup per row (2-D grid of workgroups for many rows): each lane strides
 // over the row accumulating in f32, then a tree reduction in workgroup memory.
 // A whole-array reduction is two passes: rows of a fixed chunk, then the partials.
 // The last row may be short (n not a multiple of cols): lanes stop at n.
@@ -15,12 +16,13 @@ struct Params {
 }
 
 const WG = 256u;
-// 0: sum, 1: max of absolute values, 2: sum of squares.
+// 0: sum, 1: max of absolute values, 2: sum of squares, 3: sum of squared differences x − y.
 override OP: u32 = 0u;
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> y: array<T>;
 
 var<workgroup> partial: array<f32, WG>;
 
@@ -39,8 +41,9 @@ fn reduce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   var v = 0.0;
   if (row < params.rows) {
     for (var i = start + li; i < end; i += WG) {
-      let e = f32(x[i]);
-      if (OP == 1u) { v = max(v, abs(e)); } else if (OP == 2u) { v = fma(e, e, v); } else { v += e; }
+      var e = f32(x[i]);
+      if (OP == 3u) { e -= f32(y[i]); }
+      if (OP == 1u) { v = max(v, abs(e)); } else if (OP >= 2u) { v = fma(e, e, v); } else { v += e; }
     }
   }
   partial[li] = v;

@@ -11,7 +11,7 @@ import type { Tensor } from '../../src/gpu/tensor.js';
 import { LoraLayer } from '../../src/kernels/lora.js';
 import { geluTanhRef } from '../../src/kernels/matmul.ref.js';
 import { AdamW } from '../../src/optim/optimizer.js';
-import { expectClose, randomArray, rng, testContext } from '../helpers.js';
+import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
 
 let ctx: GpuContext;
 beforeAll(async () => {
@@ -110,6 +110,9 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     await gradCheck('sum', [[3, 5]], ([x]) => sum(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0)]);
     await gradCheck('mean', [[3, 5]], ([x]) => mean(ctx, x!), ([x]) => [x!.reduce((a, b) => a + b, 0) / 15]);
     await gradCheck('mse', [[3, 5], [3, 5]], ([p, t]) => mse(ctx, p!, t!), ([p, t]) => [p!.reduce((a, v, i) => a + (v - t![i]!) ** 2, 0) / 15]);
+    // Over 4096 elements the reduction takes two passes.
+    await gradCheck('mse two-pass', [[70, 80], [70, 80]], ([p, t]) => mse(ctx, p!, t!), ([p, t]) => [p!.reduce((a, v, i) => a + (v - t![i]!) ** 2, 0) / 5600]);
+    expect(() => ctx.scope(() => mse(ctx, requiresGrad(ctx.empty([2, 3])), ctx.empty([3, 2])))).toThrow('mse: target [3,2] must match pred [2,3]');
   });
 
   it('silu, transpose, dropout (mask regenerated from the seed)', async () => {
@@ -294,6 +297,21 @@ describe('tape semantics', () => {
         return n;
       });
     expect(await count(true)).toBe((await count(false)) + 1); // exactly the dW matmul
+  });
+
+  it('mse costs one reduction pass forward and one dispatch per input that needs a gradient', async () => {
+    await ctx.scopeAsync(async () => {
+      const p = requiresGrad(ctx.tensor(new Array(12).fill(0.5), [3, 4]));
+      const t = ctx.tensor(new Array(12).fill(0.25), [3, 4]);
+      let before = ctx.stats.dispatches;
+      const l = mse(ctx, p, t);
+      expect(ctx.stats.dispatches - before).toBe(1);
+      before = ctx.stats.dispatches;
+      backward(ctx, l);
+      expect(ctx.stats.dispatches - before).toBe(2); // the seed's fill, then 2/n·g·(p − t)
+      expectClose(await grad(p)!.read(), new Array(12).fill((2 / 12) * 0.25), TOL.f32, 'mse gradient');
+      zeroGrad([p]);
+    });
   });
 
   it('check mode names the first op that produced NaN or Inf', async () => {

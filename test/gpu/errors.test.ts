@@ -133,7 +133,7 @@ describe('bad input', () => {
       expect(e).toBeInstanceOf(SizeLimitError);
       expect(e.message).toBe('elementwise.wgsl:copy: workgroups[0] = 70000, over maxComputeWorkgroupsPerDimension 65535');
       e = thrown(() => ctx.dispatch(m, 'nope', { bindings: {}, workgroups: [1] }));
-      expect(e.message).toMatch(/elementwise\.wgsl: no compute entry point 'nope' \(has fill, copy/);
+      expect(e.message).toMatch(/elementwise\.wgsl: no compute entry point 'nope' \(has fill, fill_scalar, scaled_diff, copy/);
     });
   });
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { roundHalf } from '../../src/gpu/half.js';
 import type { DType } from '../../src/gpu/kernel.js';
-import { add, axpy, cast, copy, elementsPerInvocation, fill, gelu, geluBackward, mul, relu, reluBackward, scale, silu, siluBackward, slice, concat, sub, swapAxes12, transpose } from '../../src/kernels/elementwise.js';
+import { add, axpy, fillScalar, scaledDiff, cast, copy, elementsPerInvocation, fill, gelu, geluBackward, mul, relu, reluBackward, scale, silu, siluBackward, slice, concat, sub, swapAxes12, transpose } from '../../src/kernels/elementwise.js';
 import { uniform } from '../../src/kernels/random.js';
 import { uniformAtRef } from '../../src/kernels/random.ref.js';
 import { binaryRef, geluTanhGradRef, geluTanhRef, mapRef } from '../../src/kernels/elementwise.ref.js';
@@ -111,6 +111,29 @@ describe('elementwise kernels against the f64 reference', () => {
       const ret = axpy(ctx, -0.25, ctx.tensor(x, [1000]), Y);
       expect(ret).toBe(Y);
       expectClose(await Y.read(), mapRef(y, (v, i) => v - 0.25 * x[i]!), TOL.f32, 'axpy');
+    });
+  });
+
+  it('fillScalar and scaledDiff read their scalar on the GPU', async () => {
+    for (const dt of dtypes()) {
+      for (const n of SIZES) {
+        const x = rounded(n, n, dt);
+        const y = rounded(n, n + 1, dt);
+        await ctx.scopeAsync(async () => {
+          const s = ctx.tensor([-1.5], [1], dt);
+          const f = fillScalar(ctx, s, [n], 0.5);
+          expect(f.shape).toEqual([n]);
+          expectClose(await f.read(), new Array(n).fill(-0.75), TOL[dt], `fillScalar ${dt} n=${n}`);
+          const d = scaledDiff(ctx, ctx.tensor(x, [n], dt), ctx.tensor(y, [n], dt), s, 2 / n);
+          expectClose(await d.read(), mapRef(x, (v, i) => (2 / n) * -1.5 * (v - y[i]!)), TOL[dt], `scaledDiff ${dt} n=${n}`);
+        });
+      }
+    }
+    ctx.scope(() => {
+      const x = ctx.empty([3, 2]);
+      expect(() => fillScalar(ctx, x, [4])).toThrow('fillScalar: s has shape [3,2], expected one element');
+      expect(() => scaledDiff(ctx, x, ctx.empty([2, 3]), ctx.empty([1]))).toThrow('scaledDiff: y [2,3] must match x [3,2]');
+      expect(() => scaledDiff(ctx, x, x, ctx.empty([2]))).toThrow('scaledDiff: s has shape [2], expected one element');
     });
   });
 

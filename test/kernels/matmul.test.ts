@@ -10,6 +10,7 @@ import {
   type MatmulVersion,
   pickMatmulVersion,
   regblock4Applies,
+  transposesBFirst,
 } from '../../src/kernels/matmul.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
 import { expectClose, randomArray, rng, TOL } from '../helpers.js';
@@ -29,7 +30,8 @@ interface Case {
   batchB: number;
   transA: boolean;
   transB: boolean;
-  version: MatmulVersion;
+  /** 'default': no version given, the launcher plans (and may transpose B first). */
+  version: MatmulVersion | 'default';
   dtype: DType;
   bias: boolean;
   activation: Activation;
@@ -61,7 +63,7 @@ async function check(c: Case, seed: number): Promise<void> {
     const C = matmul(ctx, A, B, {
       transA: c.transA,
       transB: c.transB,
-      version: c.version,
+      version: c.version === 'default' ? undefined : c.version,
       bias: biasT,
       activation: c.activation,
       alpha: c.alpha,
@@ -158,6 +160,33 @@ describe('matmul edge shapes, every version and op(A)/op(B)', () => {
           expectClose(await C.read(), want, { atol: 1e-5 * Math.sqrt(K), rtol: 1e-4 }, `lowRank ${version} vT=${vTransposed}`);
         });
       }
+    }
+  }, 600_000);
+
+  it('by default transposes a transposed B first where that pays (CPU adapters), with every epilogue', async () => {
+    const cases: [number, number, number, number, number][] = [
+      // M, N, K, batchA, batchB
+      [40, 12, 8, 0, 0],
+      [33, 64, 100, 0, 0],
+      [12, 20, 36, 3, 0], // a batch of 3 sharing B: 36 rows
+      [32, 4, 4, 0, 0],
+      [31, 8, 8, 0, 0], // too few rows: B read in place
+      [40, 10, 8, 0, 0], // N % 4 != 0: B read in place
+      [12, 20, 36, 3, 3], // B batched: read in place
+    ];
+    let transposed = 0;
+    for (const [M, N, K, batchA, batchB] of cases) {
+      const plan = transposesBFirst(ctx, { N, K, rows: M * Math.max(batchA, 1), transB: true, bShared: batchB === 0 });
+      if (plan) transposed++;
+      const before = ctx.stats.dispatches;
+      await check({ ...plain, M, N, K, batchA, batchB, transA: false, transB: true, version: 'default' }, M + N + K);
+      await check({ ...plain, M, N, K, batchA, batchB, transA: true, transB: true, version: 'default', bias: true, activation: 'gelu', alpha: 0.5, beta: 0.25 }, 3);
+      expect(ctx.stats.dispatches - before).toBe(plan ? 4 : 2); // the transpose is one more dispatch
+    }
+    if (ctx.caps.software) expect(transposed).toBe(4);
+    else {
+      expect(transposed).toBe(0);
+      console.log('matmul: not a software adapter; B [N,K] is read in place (the transpose-first path is for CPU adapters)');
     }
   }, 600_000);
 
