@@ -127,19 +127,38 @@ export const LORA_DOWN_MAX_RANK = 16;
  * u = x·Aᵀ for x [..., K] and A [r,K], shaped [..., r]: lora.wgsl's skinny kernel (lanes split
  * K) for r ≤ 16, else the matmul family.
  */
-export function loraDown(ctx: GpuContext, x: Tensor, A: Tensor, scale = 1): Tensor {
-  const [r, K] = A.shape as [number, number];
-  if (r > LORA_DOWN_MAX_RANK) return matmul(ctx, x, A, { transB: true, alpha: scale });
+export function loraDown(ctx: GpuContext, x: Tensor, A: Tensor, scale = 1, o: { aTransposed?: boolean } = {}): Tensor {
+  const aT = o.aTransposed ?? false;
+  const [r, K] = (aT ? [A.shape[1], A.shape[0]] : A.shape) as [number, number];
+  if (r > LORA_DOWN_MAX_RANK) return matmul(ctx, x, A, { transB: !aT, alpha: scale });
   const M = x.size / K;
   const u = ctx.empty([...x.shape.slice(0, -1), r], x.dtype, 'lora.u');
   const rows = Math.max(1, Math.min(8, Math.floor(64 / r)));
   ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, x.dtype), 'lora_down', {
     bindings: { x, a: A, u },
     params: { M, K, scale },
-    constants: { ROWS: rows, RANK: r },
+    constants: { ROWS: rows, RANK: r, A_T: aT },
     workgroups: grid2d(ctx, Math.ceil(M / rows), 'loraDown'),
   });
   return u;
+}
+
+/**
+ * dB = scale · dyᵀ·u for dy [M,N] and u [M,r], shaped [N,r]: lora.wgsl's lora_b_grad (a lane
+ * per row of dB) for r ≤ 16, else the matmul family.
+ */
+export function loraBGrad(ctx: GpuContext, dy: Tensor, u: Tensor, scale = 1): Tensor {
+  const [M, N] = dy.shape as [number, number];
+  const r = u.shape[1]!;
+  if (r > LORA_DOWN_MAX_RANK) return matmul(ctx, dy, u, { transA: true, alpha: scale });
+  const db = ctx.empty([N, r], dy.dtype, 'lora.dB');
+  ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, dy.dtype), 'lora_b_grad', {
+    bindings: { dy, uu: u, db },
+    params: { M, N, scale },
+    constants: { RANK: r },
+    workgroups: grid2d(ctx, Math.ceil(N / 64), 'loraBGrad'),
+  });
+  return db;
 }
 
 /** What backward needs from forward. */
@@ -220,8 +239,8 @@ export function loraBackward(ctx: GpuContext, layer: LoraLayer, saved: LoraSaved
     const dy2 = dy.view([M, N]);
     const u2 = saved.u.view([M, r]);
     const x2 = saved.x.view([M, K]);
-    const dB = matmul(ctx, dy2, u2, { transA: true, alpha: s }); // [N,r]
-    const du = matmul(ctx, dy2, layer.B, { alpha: s }); // [M,r]
+    const dB = loraBGrad(ctx, dy2, u2, s); // [N,r]
+    const du = loraDown(ctx, dy2, layer.B, s, { aTransposed: true }); // s·dy·B, [M,r]
     const xd = drop ? dropout(ctx, x2, { p: saved.dropout, seed: saved.seed, offset: saved.offset }) : x2;
     const dA = matmul(ctx, du, xd, { transA: true }); // [r,K]
     if (!o.needDx) return { dA, dB };

@@ -25,13 +25,26 @@ export function reduceModule(dtype: DType): KernelModule {
 
 type ReduceOp = 0 | 1 | 2 | 3;
 
+/**
+ * How a workgroup finishes its reduction: 'tree' (log2(256) barrier steps, for GPUs), 'serial'
+ * (one barrier, then lane 0 adds the 256 partials: on CPU adapters each barrier suspends and
+ * resumes every SIMD group of the workgroup; measured on lavapipe, the two-pass MSE over
+ * 64×1024 went from 0.85–1.4 to 0.65–0.85 ms), or 'auto' (serial on software adapters).
+ * Settable so tests and benchmarks can run both paths on any adapter.
+ */
+export const reduceConfig: { tail: 'auto' | 'serial' | 'tree' } = { tail: 'auto' };
+
+function serialTail(ctx: GpuContext): boolean {
+  return reduceConfig.tail === 'auto' ? ctx.caps.software : reduceConfig.tail === 'serial';
+}
+
 function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: ReduceOp, scale: number, out: Tensor, y?: Tensor): void {
   const rows = Math.ceil(n / cols);
   ctx.dispatch(reduceModule(x.dtype), 'reduce_rows', {
     // y is read only by OP 3; the others bind x in its place.
     bindings: { x, y: y ?? x, out },
     params: { n, cols, rows, scale },
-    constants: { OP: op },
+    constants: { OP: op, SERIAL_TAIL: serialTail(ctx) },
     workgroups: grid2d(ctx, rows, 'reduce'),
   });
 }

@@ -1,10 +1,14 @@
 // lora.wgsl — the skinny products of a LoRA layer, where one side is the rank r.
 //
-// lora_down: u = scale · x·Aᵀ, x [M,K], A [r,K], u [M,r], r ≤ 16.
+// lora_down: u = scale · x·Aᵀ, x [M,K], A [r,K] (or [K,r] when A_T: du = s·dy·B with B [N,r]),
+//            u [M,r], r ≤ 16.
 // The general matmul is a poor fit: u has only r columns, so lanes along N sit idle and B is
 // read transposed. Here the 64 lanes of a workgroup split K instead (lane l takes k = l + 64t,
 // so x and A are read contiguously), each lane keeps ROWS·r partial sums in registers, and one
 // barrier plus a 64-way sum in workgroup memory finishes ROWS rows of u per workgroup.
+// lora_b_grad: dB = scale · dyᵀ·u, dy [M,N], u [M,r], dB [N,r], r ≤ 16. As a matmul, dB has only
+// r columns (lanes idle) and its long side is a transposed read; here lane n owns row n of dB,
+// reads dy[m, n] contiguously across lanes and u[m, ·] as uniform loads, with no barrier.
 // Accumulates in f32.
 alias T = f32;
 
@@ -18,6 +22,7 @@ const WG = 64u;
 // Rows of x per workgroup and the rank; ROWS·RANK ≤ 64.
 override ROWS: u32 = 4u;
 override RANK: u32 = 8u;
+override A_T: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read> a: array<T>;
@@ -34,7 +39,11 @@ fn lora_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   var acc: array<f32, 64>;
   for (var k = lid.x; k < params.K; k += WG) {
     var av: array<f32, 16>;
-    for (var j = 0u; j < RANK; j++) { av[j] = f32(a[j * params.K + k]); }
+    if (A_T) {
+      for (var j = 0u; j < RANK; j++) { av[j] = f32(a[k * RANK + j]); }
+    } else {
+      for (var j = 0u; j < RANK; j++) { av[j] = f32(a[j * params.K + k]); }
+    }
     for (var i = 0u; i < ROWS; i++) {
       let xv = f32(x[min(m0 + i, lastM) * params.K + k]);
       for (var j = 0u; j < RANK; j++) { acc[i * RANK + j] = fma(xv, av[j], acc[i * RANK + j]); }
@@ -48,5 +57,30 @@ fn lora_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     for (var l = 0u; l < WG; l++) { s += partial[l * 64u + t]; }
     let m = m0 + t / RANK;
     if (m < params.M) { u[m * RANK + t % RANK] = T(params.scale * s); }
+  }
+}
+
+struct GradParams {
+  M: u32,
+  N: u32,
+  scale: f32,
+}
+@group(0) @binding(4) var<storage, read> dy: array<T>;
+@group(0) @binding(5) var<storage, read> uu: array<T>;
+@group(0) @binding(6) var<storage, read_write> db: array<T>;
+@group(0) @binding(7) var<uniform> gparams: GradParams;
+
+@compute @workgroup_size(WG)
+fn lora_b_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_id) lid: vec3<u32>) {
+  let n = (wid.x + wid.y * nwg.x) * WG + lid.x;
+  let col = min(n, gparams.N - 1u);
+  var acc: array<f32, 16>;
+  for (var m = 0u; m < gparams.M; m++) {
+    let g = f32(dy[m * gparams.N + col]);
+    for (var j = 0u; j < RANK; j++) { acc[j] = fma(g, f32(uu[m * RANK + j]), acc[j]); }
+  }
+  if (n < gparams.N) {
+    for (var j = 0u; j < RANK; j++) { db[n * RANK + j] = T(gparams.scale * acc[j]); }
   }
 }

@@ -18,6 +18,8 @@ struct Params {
 const WG = 256u;
 // 0: sum, 1: max of absolute values, 2: sum of squares, 3: sum of squared differences x − y.
 override OP: u32 = 0u;
+// Finish with one barrier and a serial sum (CPU adapters) instead of a tree of barriers.
+override SERIAL_TAIL: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
@@ -48,6 +50,16 @@ fn reduce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   }
   partial[li] = v;
   workgroupBarrier();
+  if (SERIAL_TAIL) {
+    // CPU adapters: every barrier suspends and resumes each SIMD group of the workgroup, so one
+    // barrier and a serial sum of the partials by lane 0 beats a log2(WG)-step tree.
+    if (li == 0u && row < params.rows) {
+      var t = partial[0];
+      for (var l = 1u; l < WG; l++) { t = combine(t, partial[l]); }
+      out[row] = T(params.scale * t);
+    }
+    return;
+  }
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
     if (li < s) { partial[li] = combine(partial[li], partial[li + s]); }
     workgroupBarrier();

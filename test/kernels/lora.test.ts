@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import { transpose } from '../../src/kernels/elementwise.js';
-import { initLora, LORA_DOWN_MAX_RANK, LoraLayer, loraBackward, loraDown, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
+import { initLora, LORA_DOWN_MAX_RANK, LoraLayer, loraBackward, loraBGrad, loraDown, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
 import { loraForwardRef, loraGradsRef, loraMergeRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
 import { dropoutMaskRef, uniformRef } from '../../src/kernels/random.ref.js';
@@ -102,6 +102,24 @@ describe('LoRA layer against the f64 reference', () => {
       const want = matmulRef({ a: x, b: A, M, N: r, K, transB: true, alpha: 0.5 });
       const got = await ctx.scopeAsync(() => loraDown(ctx, ctx.tensor(x, [M, K]), ctx.tensor(A, [r, K]), 0.5).read());
       expectClose(got, want, tol(K), `loraDown M=${M} K=${K} r=${r}${r > LORA_DOWN_MAX_RANK ? ' (fallback)' : ''}`);
+      // The same with A stored transposed, [K,r] (du = s·dy·B with B [N,r]).
+      const At = Array.from({ length: r * K }, (_, i) => A[(i % r) * K + Math.floor(i / r)]!);
+      const gotT = await ctx.scopeAsync(() => loraDown(ctx, ctx.tensor(x, [M, K]), ctx.tensor(At, [K, r]), 0.5, { aTransposed: true }).read());
+      expectClose(gotT, want, tol(K), `loraDown A transposed M=${M} K=${K} r=${r}`);
+    }
+  });
+
+  it('the skinny dB = s·dyᵀ·u kernel (r ≤ 16) and its matmul fallback match the reference', async () => {
+    for (const [M, N, r] of [[1, 1, 1], [9, 70, 5], [257, 33, 16], [10, 40, 17], [64, 1024, 8], [3, 65, 2]] as const) {
+      const dy = Array.from(randomArray(M * N, rng(M + N)), Math.fround);
+      const u = Array.from(randomArray(M * r, rng(r + 3)), Math.fround);
+      const want = matmulRef({ a: dy, b: u, M: N, N: r, K: M, transA: true, alpha: -0.75 });
+      const got = await ctx.scopeAsync(async () => {
+        const dB = loraBGrad(ctx, ctx.tensor(dy, [M, N]), ctx.tensor(u, [M, r]), -0.75);
+        expect(dB.shape).toEqual([N, r]);
+        return dB.read();
+      });
+      expectClose(got, want, tol(M), `loraBGrad M=${M} N=${N} r=${r}${r > LORA_DOWN_MAX_RANK ? ' (fallback)' : ''}`);
     }
   });
 

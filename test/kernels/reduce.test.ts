@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
 import { roundHalf } from '../../src/gpu/half.js';
-import { maxAbs, mean, type ReduceAxis, sum, sumSquaredDiff, sumSquares } from '../../src/kernels/reduce.js';
+import { maxAbs, mean, type ReduceAxis, reduceConfig, sum, sumSquaredDiff, sumSquares } from '../../src/kernels/reduce.js';
 import { type ReduceRefOp, reduceRowsRef } from '../../src/kernels/reduce.ref.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
@@ -22,7 +22,14 @@ const OPS = {
   meanSquaredDiff: (c: GpuContext, x: Tensor, axis: ReduceAxis, y: Tensor) => sumSquaredDiff(c, x, y, { axis, mean: true }),
 } as const;
 
-describe('reductions against the f64 reference', () => {
+describe.each(['serial', 'tree'] as const)('reductions against the f64 reference (%s tail)', (tail) => {
+  beforeAll(() => {
+    reduceConfig.tail = tail;
+  });
+  afterAll(() => {
+    reduceConfig.tail = 'auto';
+  });
+
   it('over the last axis', async () => {
     for (const shape of [[1], [7], [3, 1], [5, 257], [33, 1000], [2, 3, 4099]]) {
       const n = shape.reduce((a, b) => a * b, 1);
