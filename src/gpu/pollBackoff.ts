@@ -7,22 +7,24 @@
  *
  * The backoff replaces `globalThis.setImmediate` (the binding looks it up on every tick) with a
  * wrapper that passes every call through unchanged except Dawn's own tick: that runs
- * immediately during the first `spinMs` of a wait, so short waits keep their latency, and then
- * once every `sleepMs` through `setTimeout`, which leaves the core idle. Installed by
+ * immediately during the first `spinMs` of a wait, so short waits keep their latency, and after
+ * that the thread first sleeps `sleepMs` (`Atomics.wait`, which uses no CPU; `setTimeout` cannot
+ * sleep less than 1 ms, which would add up to a millisecond to every wait). The event loop still
+ * turns between ticks, so other callbacks run, at most `sleepMs` late. Installed by
  * `webgpu-lora/node`'s `createContext` while a context lives; `pollBackoff: false` opts out.
  */
 
 export interface PollBackoffOptions {
   /** Poll at full speed for this long after a wait starts (ms). Default 0.5. */
   spinMs?: number;
-  /** Then poll once per this many ms (Node's timers resolve 1 ms). Default 1. */
+  /** Then sleep this long before each poll (ms). Default 0.1. */
   sleepMs?: number;
 }
 
 export interface PollStats {
   /** Dawn ticks run at once (the spin phase). */
   immediate: number;
-  /** Dawn ticks deferred by `sleepMs`. */
+  /** Dawn ticks run after a `sleepMs` sleep. */
   deferred: number;
 }
 
@@ -30,7 +32,8 @@ type Scheduler = (fn: (...args: unknown[]) => void, ...args: unknown[]) => unkno
 
 export interface BackoffDeps {
   now: () => number;
-  setTimeout: (fn: () => void, ms: number) => unknown;
+  /** Block the thread for `ms` without using the CPU. */
+  sleep: (ms: number) => void;
   /** Whether a callback is Dawn's poll tick. */
   isDawnTick: (fn: unknown) => boolean;
 }
@@ -54,7 +57,7 @@ export function backoffScheduler(
   deps: BackoffDeps,
 ): Scheduler & { waitStarts: () => void } {
   const spinMs = options.spinMs ?? 0.5;
-  const sleepMs = options.sleepMs ?? 1;
+  const sleepMs = options.sleepMs ?? 0.1;
   if (!(spinMs >= 0) || !(sleepMs >= 0)) {
     throw new RangeError(`pollBackoff: spinMs = ${spinMs} and sleepMs = ${sleepMs} must be numbers >= 0`);
   }
@@ -71,7 +74,8 @@ export function backoffScheduler(
       return original(fn, ...args);
     }
     stats.deferred++;
-    return deps.setTimeout(() => fn(...args), sleepMs);
+    deps.sleep(sleepMs);
+    return original(fn, ...args);
   };
   // A caller that knows a new wait begins (the context, before it awaits the GPU) says so,
   // so a wait that starts right after another one still spins first.
@@ -98,9 +102,10 @@ export function pollStats(): Readonly<PollStats> {
 export function installPollBackoff(options: PollBackoffOptions = {}): () => void {
   if (!installed) {
     const original = globalThis.setImmediate;
+    const cell = new Int32Array(new SharedArrayBuffer(4));
     const schedule = backoffScheduler(original as unknown as Scheduler, options, stats, {
       now: () => performance.now(),
-      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      sleep: (ms) => void Atomics.wait(cell, 0, 0, ms),
       isDawnTick,
     });
     const wrapper = function setImmediate(this: unknown, fn: (...a: unknown[]) => void, ...args: unknown[]) {
