@@ -22,7 +22,7 @@ import { crossEntropy, softmax } from '../src/kernels/softmax.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
 import { loraSuite } from './lora.js';
-import { stepSuite, tfjsStep } from './step.js';
+import { jaxStep, stepSuite, tfjsStep } from './step.js';
 import { jaxMatmul, tfjsMatmul } from './peers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -35,6 +35,8 @@ const { values: args } = parseArgs({
     'max-time': { type: 'string', default: '1.5' },
     f16: { type: 'boolean', default: false },
     out: { type: 'string' },
+    // Keep Dawn's own busy polling (no backoff) for the whole run, peers included.
+    'dawn-polling': { type: 'boolean', default: false },
   },
 });
 const sizes = args.sizes!.split(',').map(Number);
@@ -164,10 +166,12 @@ async function elementwiseSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const ctx = await createContext();
+  const ctx = await createContext(args['dawn-polling'] ? { pollBackoff: false } : {});
   const caps = ctx.caps;
   const adapter = caps.adapter.description || `${caps.adapter.vendor} ${caps.adapter.device}`;
   console.log(`adapter: ${adapter}; software: ${caps.software}; f16: ${caps.f16}; subgroups: ${caps.subgroups}; timestamps: ${caps.timestampQuery}`);
+  // The backoff is process-wide: peers in this run wait on Dawn the same way we do.
+  console.log(`Dawn polling: ${args['dawn-polling'] ? "Dawn's own (a busy setImmediate loop)" : 'webgpu-lora backoff (0.5 ms spin, then 0.1 ms sleeps)'}`);
   const rows: Row[] = [];
   if (suites.has('dispatch')) await dispatchSuite(ctx, rows);
   if (suites.has('matmul')) {
@@ -182,7 +186,10 @@ async function main(): Promise<void> {
       ['tfjs-webgpu', () => tfjsMatmul(sizes, maxTime)],
       ['jax-js', () => jaxMatmul(sizes, maxTime)],
     ];
-    if (suites.has('step')) peers.push(['tfjs-webgpu step', () => tfjsStep(maxTime)]);
+    if (suites.has('step')) {
+      peers.push(['tfjs-webgpu step', () => tfjsStep(maxTime)]);
+      peers.push(['jax-js step', () => jaxStep(maxTime)]);
+    }
     for (const [name, peer] of peers) {
       try {
         rows.push(...(await peer()));
@@ -198,7 +205,7 @@ async function main(): Promise<void> {
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(
     file,
-    JSON.stringify({ adapter: caps.adapter, software: caps.software, date: new Date().toISOString(), node: process.version, sizes, rows }, null, 2) + '\n',
+    JSON.stringify({ adapter: caps.adapter, software: caps.software, date: new Date().toISOString(), node: process.version, dawnPolling: args['dawn-polling'] ? 'dawn' : 'backoff', sizes, rows }, null, 2) + '\n',
   );
   console.log(`wrote ${file}`);
   ctx.destroy();

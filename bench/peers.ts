@@ -72,13 +72,19 @@ export async function tfjsMatmul(sizes: number[], maxTime: number): Promise<Row[
   return rows;
 }
 
-/** jax-js on its WebGPU backend: wall time includes reading C back. */
-export async function jaxMatmul(sizes: number[], maxTime: number): Promise<Row[]> {
+/** jax-js with the WebGPU device as its default, on our Dawn adapter. */
+export async function loadJaxWebgpu(): Promise<typeof import('@jax-js/jax')> {
   installNavigator();
   const jax = await import('@jax-js/jax');
   const devices = await jax.init();
   if (!devices.includes('webgpu')) throw new Error(`jax-js: no webgpu backend (has ${devices.join(', ')})`);
   jax.defaultDevice('webgpu');
+  return jax;
+}
+
+/** jax-js on its WebGPU backend: wall time includes reading C back. */
+export async function jaxMatmul(sizes: number[], maxTime: number): Promise<Row[]> {
+  const jax = await loadJaxWebgpu();
   const np = jax.numpy;
   const rows: Row[] = [];
   for (const S of sizes) {

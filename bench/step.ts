@@ -13,7 +13,7 @@ import { uniform } from '../src/kernels/random.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import type { Row } from './lib.js';
 import { wallTime } from './lib.js';
-import { loadTfjsWebgpu } from './peers.js';
+import { loadJaxWebgpu, loadTfjsWebgpu } from './peers.js';
 
 const [B, D, R] = [64, 1024, 8];
 const FLOPS = 2 * B * D * D + 2 * B * D * R * 4 + 2 * B * D * R; // forward, dA/dB/du, u
@@ -92,4 +92,68 @@ export async function tfjsStep(maxTime: number): Promise<Row[]> {
     for (const t of [W, A, Bv, x, target]) t.dispose();
   }
   return rows;
+}
+
+/**
+ * jax-js on WebGPU, the same step under one jit: valueAndGrad of the loss in A and B, then Adam
+ * (bias-corrected, as ours) written with jax-js array ops inside the jitted function. W is
+ * [N,K] and used as x·Wᵀ, as in the torch-layout row.
+ */
+export async function jaxStep(maxTime: number): Promise<Row[]> {
+  const jax = await loadJaxWebgpu();
+  const np = jax.numpy;
+  type Arr = ReturnType<typeof np.zeros>;
+  type AB = { A: Arr; B: Arr };
+  const rnd = (n: number, a: number) => Float32Array.from({ length: n }, () => (Math.random() * 2 - 1) * a);
+  const W = np.array(rnd(D * D, 0.03)).reshape([D, D]);
+  const x = np.array(rnd(B * D, 1)).reshape([B, D]);
+  const target = np.array(rnd(B * D, 1)).reshape([B, D]);
+  let params: AB = { A: np.array(rnd(R * D, 1 / 32)).reshape([R, D]), B: np.zeros([D, R]) };
+  let m: AB = { A: np.zeros([R, D]), B: np.zeros([D, R]) };
+  let v: AB = { A: np.zeros([R, D]), B: np.zeros([D, R]) };
+  const s = 16 / R;
+  const [lr, b1, b2, eps] = [1e-3, 0.9, 0.999, 1e-8];
+  // jax-js arrays are moved into every call; `.ref` keeps one for a later use.
+  const loss = (p: AB, x: Arr, W: Arr, t: Arr) => {
+    const base = np.matmul(x.ref, W.transpose());
+    const low = np.matmul(np.matmul(x, p.A.transpose()), p.B.transpose()).mul(s);
+    return np.square(base.add(low).sub(t)).mean();
+  };
+  const step = jax.jit((p: AB, m: AB, v: AB, c1: Arr, c2: Arr, x: Arr, W: Arr, t: Arr) => {
+    const [l, g] = jax.valueAndGrad(loss)({ A: p.A.ref, B: p.B.ref }, x, W, t) as [Arr, AB];
+    const next = { p: {} as AB, m: {} as AB, v: {} as AB };
+    for (const k of ['A', 'B'] as const) {
+      const mk = m[k].mul(b1).add(g[k].ref.mul(1 - b1));
+      const vk = v[k].mul(b2).add(np.square(g[k]).mul(1 - b2));
+      const upd = mk.ref.mul(c1.ref).div(np.sqrt(vk.ref.mul(c2.ref)).add(eps)).mul(lr);
+      next.p[k] = p[k].sub(upd);
+      next.m[k] = mk;
+      next.v[k] = vk;
+    }
+    c1.dispose();
+    c2.dispose();
+    return [l, next.p, next.m, next.v];
+  });
+  let t = 0;
+  const run = async () => {
+    t++;
+    const [l, p2, m2, v2] = step(params, m, v, np.array([1 / (1 - b1 ** t)]), np.array([1 / (1 - b2 ** t)]), x.ref, W.ref, target.ref) as [Arr, AB, AB, AB];
+    params = p2;
+    m = m2;
+    v = v2;
+    await l.data();
+  };
+  await run();
+  const ms = await wallTime('jax-js step', run, maxTime);
+  for (const a of [W, x, target, params.A, params.B, m.A, m.B, v.A, v.B]) a.dispose();
+  return [
+    {
+      suite: 'lora step',
+      name: 'jax-js webgpu, jit',
+      work: { flops: FLOPS },
+      wallMs: ms,
+      gpuMs: null,
+      note: `${(1000 / ms).toFixed(1)} steps/s (peer)`,
+    },
+  ];
 }
