@@ -257,16 +257,34 @@ export function loraBackward(ctx: GpuContext, layer: LoraLayer, saved: LoraSaved
   });
 }
 
-/** W += scale·B·A ([N,K]), or its transpose Aᵀ·Bᵀ for a [K,N] W: one matmul with β = 1. */
+/**
+ * W += scale·B·A ([N,K]), or its transpose Aᵀ·Bᵀ for a [K,N] W: lora.wgsl's lora_merge where W's
+ * rows are whole vec4s and r ≤ 16, else one matmul with β = 1.
+ */
 function addLowRank(ctx: GpuContext, layer: LoraLayer, scale: number): void {
+  const [rows, cols] = layer.W.shape as [number, number];
+  const r = layer.rank;
+  if (cols % 4 === 0 && r <= LORA_DOWN_MAX_RANK && rows * cols / 4 <= 2 ** 31) {
+    const K = layer.inFeatures;
+    const nk = layer.wLayout === 'NK';
+    ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, layer.W.dtype), 'lora_merge', {
+      bindings: { w4: layer.W, r_buf: nk ? layer.B : layer.A, c_buf: nk ? layer.A : layer.B },
+      // [N,K]: R = B [N,r] (row stride r), C = A [r,K]; [K,N]: R[k, j] = A[j, k], C[j, n] = B[n, j].
+      params: nk
+        ? { rows, cols4: cols / 4, rRow: r, rJ: 1, cJ: K, cCol: 1, scale }
+        : { rows, cols4: cols / 4, rRow: 1, rJ: K, cJ: 1, cCol: r, scale },
+      constants: { RANK: r },
+      workgroups: [Math.ceil(cols / 4 / 64), Math.ceil(rows / 32)],
+    });
+    return;
+  }
   if (layer.wLayout === 'NK') matmul(ctx, layer.B, layer.A, { alpha: scale, beta: 1, out: layer.W });
   else matmul(ctx, layer.A, layer.B, { transA: true, transB: true, alpha: scale, beta: 1, out: layer.W });
 }
 
 /**
- * W ← W + s·B·A: one dispatch of the matmul family with β = 1 into W (its register tile does
- * r FMAs per element of W), no B·A buffer. Throws if already merged. A dedicated vec4 kernel
- * over W was tried and ran slower on lavapipe (1.3 vs 1.9 GB/s at [1024,1024], r = 8).
+ * W ← W + s·B·A in one dispatch, no B·A buffer (lora_merge; the matmul family with β = 1 where
+ * W's rows are not whole vec4s or r > 16). Throws if already merged.
  */
 export function loraMerge(ctx: GpuContext, layer: LoraLayer): void {
   if (layer.merged) throw new ArgumentError('loraMerge: the layer is already merged (merged = true); unmerge it first');

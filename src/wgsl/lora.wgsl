@@ -9,6 +9,13 @@
 // lora_b_grad: dB = scale · dyᵀ·u, dy [M,N], u [M,r], dB [N,r], r ≤ 16. As a matmul, dB has only
 // r columns (lanes idle) and its long side is a transposed read; here lane n owns row n of dB,
 // reads dy[m, n] contiguously across lanes and u[m, ·] as uniform loads, with no barrier.
+// lora_merge: W ← W + scale·B·A (a LoRA merge; scale < 0 unmerges), in place, with no B·A buffer.
+// In W's own layout: W[row, col] += scale · Σ_j R[row, j]·C[j, col], where ([N,K] W) R = B and
+// C = A, or ([K,N] W) R = Aᵀ and C = Bᵀ, both read through strides. Lane l owns 4 consecutive
+// columns of W (one vec4) and keeps C's r×4 values for them in registers, then walks MERGE_ROWS
+// rows reading R[row, ·] as uniform loads: per element of W it is one vec4 load and store plus
+// r FMAs, about what a copy costs, where the matmul's epilogue (β = 1) reads and writes W with
+// a stride per lane. Needs cols % 4 == 0.
 // Accumulates in f32.
 alias T = f32;
 
@@ -82,5 +89,41 @@ fn lora_b_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) n
   }
   if (n < gparams.N) {
     for (var j = 0u; j < RANK; j++) { db[n * RANK + j] = T(gparams.scale * acc[j]); }
+  }
+}
+
+struct MergeParams {
+  rows: u32,
+  cols4: u32,
+  // R[row, j] = r_buf[row·rRow + j·rJ]; C[j, col] = c_buf[j·cJ + col·cCol]
+  rRow: u32,
+  rJ: u32,
+  cJ: u32,
+  cCol: u32,
+  scale: f32,
+}
+const MERGE_ROWS = 32u;
+@group(0) @binding(8) var<storage, read_write> w4: array<vec4<T>>;
+@group(0) @binding(9) var<storage, read> r_buf: array<T>;
+@group(0) @binding(10) var<storage, read> c_buf: array<T>;
+@group(0) @binding(11) var<uniform> mparams: MergeParams;
+
+@compute @workgroup_size(WG)
+fn lora_merge(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let c4 = wid.x * WG + lid.x;
+  let col = 4u * min(c4, mparams.cols4 - 1u);
+  var cv: array<vec4<f32>, 16>;
+  for (var j = 0u; j < RANK; j++) {
+    let base = j * mparams.cJ + col * mparams.cCol;
+    cv[j] = mparams.scale * vec4<f32>(f32(c_buf[base]), f32(c_buf[base + mparams.cCol]),
+                                      f32(c_buf[base + 2u * mparams.cCol]), f32(c_buf[base + 3u * mparams.cCol]));
+  }
+  let row0 = wid.y * MERGE_ROWS;
+  let row1 = min(row0 + MERGE_ROWS, mparams.rows);
+  if (c4 >= mparams.cols4) { return; }
+  for (var row = row0; row < row1; row++) {
+    var acc = vec4<f32>(w4[row * mparams.cols4 + c4]);
+    for (var j = 0u; j < RANK; j++) { acc = fma(vec4<f32>(f32(r_buf[row * mparams.rRow + j * mparams.rJ])), cv[j], acc); }
+    w4[row * mparams.cols4 + c4] = vec4<T>(acc);
   }
 }

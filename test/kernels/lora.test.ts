@@ -183,7 +183,17 @@ describe('LoRA layer against the f64 reference', () => {
     });
   });
 
-  for (const sh of [{ M: 6, N: 40, K: 36, r: 8, bias: true }, { M: 3, N: 9, K: 13, r: 2, bias: true }, { M: 4, N: 12, K: 20, r: 3, kn: true }] as Shape[]) {
+  // lora_merge where W's rows are whole vec4s and r ≤ 16 (several row and column blocks in the
+  // larger ones), the matmul (β = 1) otherwise.
+  const mergeShapes = [
+    { M: 6, N: 40, K: 36, r: 8, bias: true },
+    { M: 3, N: 9, K: 13, r: 2, bias: true },
+    { M: 4, N: 12, K: 20, r: 3, kn: true },
+    { M: 2, N: 70, K: 264, r: 16 },
+    { M: 2, N: 300, K: 40, r: 5, kn: true },
+    { M: 2, N: 21, K: 18, r: 17, kn: true },
+  ];
+  for (const sh of mergeShapes as Shape[]) {
   it(`merge matches W + s·B·A; unmerge returns W within f32 rounding; merged forward = unmerged (K=${sh.K}${sh.kn ? ', W as [K,N]' : ''})`, async () => {
     const q = problem(sh, 21);
     await ctx.scopeAsync(async () => {
