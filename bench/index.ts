@@ -1,5 +1,6 @@
 /**
  * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,dispatch,elementwise,lora,step,peers]
+ *                [--f16] [--profile] [--dawn-polling] [--out file.json]
  *
  * Prints one table (wall and GPU medians, GFLOP/s or GB/s) and writes
  * bench/results/<adapter>.json. Wall times of matmul rows include reading C back,
@@ -37,6 +38,8 @@ const { values: args } = parseArgs({
     out: { type: 'string' },
     // Keep Dawn's own busy polling (no backoff) for the whole run, peers included.
     'dawn-polling': { type: 'boolean', default: false },
+    // Print the GPU time of each dispatch of one LoRA training step.
+    profile: { type: 'boolean', default: false },
   },
 });
 const sizes = args.sizes!.split(',').map(Number);
@@ -180,7 +183,7 @@ async function main(): Promise<void> {
   }
   if (suites.has('elementwise')) await elementwiseSuite(ctx, rows);
   if (suites.has('lora')) await loraSuite(ctx, rows, maxTime);
-  if (suites.has('step')) await stepSuite(ctx, rows, maxTime);
+  if (suites.has('step')) await stepSuite(ctx, rows, maxTime, args.profile);
   if (suites.has('peers')) {
     const peers: [string, () => Promise<Row[]>][] = [
       ['tfjs-webgpu', () => tfjsMatmul(sizes, maxTime)],

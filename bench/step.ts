@@ -18,7 +18,7 @@ import { loadJaxWebgpu, loadTfjsWebgpu } from './peers.js';
 const [B, D, R] = [64, 1024, 8];
 const FLOPS = 2 * B * D * D + 2 * B * D * R * 4 + 2 * B * D * R; // forward, dA/dB/du, u
 
-export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number): Promise<void> {
+export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number, profile = false): Promise<void> {
   for (const layout of ['NK', 'KN'] as WeightLayout[]) {
     const W0 = uniform(ctx, ctx.empty([D, D]), { seed: 1, lo: -0.03, hi: 0.03 });
     const W = layout === 'KN' ? transpose(ctx, W0) : W0;
@@ -45,6 +45,13 @@ export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number): 
     await step();
     const perStep = ctx.stats.submits - submits;
     const ms = await wallTime(`lora step ${layout}`, step, maxTime);
+    if (profile) await printProfile(ctx, layout, () => ctx.scope(() => {
+      const l = mse(ctx, loraLinear(ctx, x, layer), target);
+      backward(ctx, l);
+      opt.step(1, [grad(layer.A), grad(layer.B)]);
+      zeroGrad([layer.A, layer.B]);
+      return l;
+    }));
     rows.push({
       suite: 'lora step',
       name: `webgpu-lora, W stored ${layout === 'NK' ? '[N,K] (torch)' : '[K,N]'}`,
@@ -57,6 +64,31 @@ export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number): 
     opt.dispose();
     for (const t of new Set([W0, W, layer.A, layer.B, x, target])) t.dispose();
   }
+}
+
+/** Where one step's GPU time goes: each dispatch in a pass of its own (ctx.profile), median of 5. */
+async function printProfile(ctx: GpuContext, layout: string, body: () => { dispose(): void }): Promise<void> {
+  const runs: { kernel: string; workgroups: number[]; ns: number }[][] = [];
+  for (let i = 0; i < 5; i++) {
+    let loss: { dispose(): void } | undefined;
+    const p = await ctx.profile(() => {
+      loss = body();
+    });
+    loss?.dispose();
+    if (!p) {
+      console.error('  profile: this adapter has no timestamp-query');
+      return;
+    }
+    runs.push(p);
+  }
+  console.error(`  one step, W stored ${layout}, GPU ms per dispatch (median of 5):`);
+  let total = 0;
+  runs[0]!.forEach((d, i) => {
+    const ms = runs.map((r) => r[i]!.ns / 1e6).sort((a, b) => a - b)[2]!;
+    total += ms;
+    console.error(`    ${d.kernel.padEnd(36)} ${JSON.stringify(d.workgroups).padEnd(14)} ${ms.toFixed(3)}`);
+  });
+  console.error(`    ${'total'.padEnd(51)} ${total.toFixed(3)} (${runs[0]!.length} dispatches)`);
 }
 
 export async function tfjsStep(maxTime: number): Promise<Row[]> {
