@@ -192,6 +192,7 @@ async function main(): Promise<void> {
     if (suites.has('step')) {
       peers.push(['tfjs-webgpu step', () => tfjsStep(maxTime)]);
       peers.push(['jax-js step', () => jaxStep(maxTime)]);
+      peers.push(['jax-js wasm step', () => jaxStep(maxTime, 'wasm')]);
     }
     for (const [name, peer] of peers) {
       try {

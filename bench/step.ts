@@ -131,8 +131,11 @@ export async function tfjsStep(maxTime: number): Promise<Row[]> {
  * (bias-corrected, as ours) written with jax-js array ops inside the jitted function. W is
  * [N,K] and used as x·Wᵀ, as in the torch-layout row.
  */
-export async function jaxStep(maxTime: number): Promise<Row[]> {
+export async function jaxStep(maxTime: number, device: 'webgpu' | 'wasm' = 'webgpu'): Promise<Row[]> {
   const jax = await loadJaxWebgpu();
+  // The CPU backend too, for scale: a 2-core CPU runs this small step faster through Wasm SIMD
+  // than through a software WebGPU adapter.
+  jax.defaultDevice(device);
   const np = jax.numpy;
   type Arr = ReturnType<typeof np.zeros>;
   type AB = { A: Arr; B: Arr };
@@ -176,12 +179,12 @@ export async function jaxStep(maxTime: number): Promise<Row[]> {
     await l.data();
   };
   await run();
-  const ms = await wallTime('jax-js step', run, maxTime);
+  const ms = await wallTime(`jax-js ${device} step`, run, maxTime);
   for (const a of [W, x, target, params.A, params.B, m.A, m.B, v.A, v.B]) a.dispose();
   return [
     {
       suite: 'lora step',
-      name: 'jax-js webgpu, jit',
+      name: `jax-js ${device}, jit${device === 'wasm' ? ' (CPU backend)' : ''}`,
       work: { flops: FLOPS },
       wallMs: ms,
       gpuMs: null,

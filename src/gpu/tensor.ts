@@ -31,7 +31,7 @@ export class Tensor {
   readonly size: number;
   private buffer_: GPUBuffer | null;
 
-  /** @internal use `ctx.empty`, `ctx.tensor`, `ctx.zeros` */
+  /** @internal use `ctx.empty`, `ctx.tensor`, or `zeros` / `ones` / `full` from the kernels */
   constructor(
     readonly ctx: GpuContext,
     buffer: GPUBuffer,
@@ -92,6 +92,16 @@ export class Tensor {
   /** Read back as f32 (f16 tensors are widened). Submits pending work first. */
   read(): Promise<Float32Array> {
     return this.ctx.read(this);
+  }
+
+  /** Read back as a plain array of numbers (f16 widened). Submits pending work first. */
+  async toArray(): Promise<number[]> {
+    return Array.from(await this.ctx.read(this));
+  }
+
+  /** `using t = ctx.tensor(...)` disposes `t` at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   /** Overwrite the contents (length must equal `size`). Ordered after work already encoded. */

@@ -80,6 +80,17 @@ export function scaledDiff(ctx: GpuContext, x: Tensor, y: Tensor, s: Tensor, alp
   return o;
 }
 
+/** A new tensor of `shape` with every element `value` (one fill dispatch). */
+export function full(ctx: GpuContext, shape: readonly number[], value: number, dtype: DType = 'f32', label = 'full'): Tensor {
+  finite('full', 'value', value);
+  return fill(ctx, ctx.empty(shape, dtype, label), value);
+}
+
+/** A new tensor of zeros. */
+export const zeros = (ctx: GpuContext, shape: readonly number[], dtype: DType = 'f32') => full(ctx, shape, 0, dtype, 'zeros');
+/** A new tensor of ones. */
+export const ones = (ctx: GpuContext, shape: readonly number[], dtype: DType = 'f32') => full(ctx, shape, 1, dtype, 'ones');
+
 /** A copy of `x` (into `out` if given). */
 export function copy(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
   const dt = checkTensor('copy', 'x', x);

@@ -4,7 +4,8 @@ import { createContext as createPortable, type GpuContext } from '../../src/gpu/
 import { DeviceError, DisposedError, KernelCompileError } from '../../src/gpu/errors.js';
 import { KernelModule } from '../../src/gpu/kernel.js';
 import { createContext, DAWN_FLAGS } from '../../src/gpu/node.js';
-import { add, copy } from '../../src/kernels/elementwise.js';
+import { add, copy, full, ones, zeros } from '../../src/kernels/elementwise.js';
+import type { Tensor } from '../../src/gpu/tensor.js';
 import { matmul } from '../../src/kernels/matmul.js';
 import { testContext } from '../helpers.js';
 
@@ -64,6 +65,27 @@ describe('context', () => {
     expect(ctx.stats.submits).toBe(before.submits + 1);
     expect(ctx.stats.dispatches).toBe(before.dispatches + 10);
     out.dispose();
+  });
+
+  it('creates zeros, ones and full tensors, reads back plain arrays, and disposes with `using`', async () => {
+    await ctx.scopeAsync(async () => {
+      expect(await zeros(ctx, [2, 3]).toArray()).toEqual([0, 0, 0, 0, 0, 0]);
+      expect(await ones(ctx, [5]).toArray()).toEqual([1, 1, 1, 1, 1]);
+      const f = full(ctx, [3], -2.5, ctx.caps.f16 ? 'f16' : 'f32');
+      expect(f.dtype).toBe(ctx.caps.f16 ? 'f16' : 'f32');
+      expect(await f.toArray()).toEqual([-2.5, -2.5, -2.5]);
+      expect(() => full(ctx, [3], NaN)).toThrow('full: value = NaN, expected a finite number');
+    });
+    const live = ctx.memory().liveTensors;
+    let inner: Tensor;
+    {
+      using t = ctx.tensor([1, 2], [2]);
+      inner = t;
+      expect(ctx.memory().liveTensors).toBe(live + 1);
+    }
+    expect(inner.disposed).toBe(true);
+    expect(ctx.memory().liveTensors).toBe(live);
+    expect(() => inner.buffer('use after using')).toThrow(DisposedError);
   });
 
   it('times work on the GPU: timeGpu brackets it, profile gives each dispatch with its kernel', async () => {
