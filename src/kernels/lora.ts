@@ -21,7 +21,7 @@ import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
-import { add, fill } from './elementwise.js';
+import { add, fill, transpose } from './elementwise.js';
 import { matmul } from './matmul.js';
 import { dropout, normal, uniform } from './random.js';
 import { fmtShape, grid2d } from './util.js';
@@ -44,7 +44,14 @@ export type WeightLayout = 'NK' | 'KN';
 export interface LoraLayerOptions {
   /** Frozen base weight: [N,K] (out × in) by default, [K,N] with wLayout 'KN'. */
   W: Tensor;
-  wLayout?: WeightLayout;
+  /**
+   * How `W` is given: 'NK' (default) or 'KN'. 'auto' takes W as [N,K] (torch, PEFT) and stores
+   * it the way this adapter runs fastest: on CPU adapters the layer transposes it once into a
+   * [K,N] copy of its own (`layer.W`, `layer.wLayout === 'KN'`; dispose the original if it is no
+   * longer needed), since reading [N,K] in place costs a transpose per forward there; elsewhere
+   * it keeps W as given.
+   */
+  wLayout?: WeightLayout | 'auto';
   bias?: Tensor;
   /** Trainable factors; allocated (uninitialised) when not given. */
   A?: Tensor;
@@ -72,10 +79,11 @@ export class LoraLayer {
 
   constructor(ctx: GpuContext, o: LoraLayerOptions) {
     o.W.buffer('LoraLayer: W');
-    const layout = o.wLayout ?? 'NK';
-    if (layout !== 'NK' && layout !== 'KN') throw new ArgumentError(`LoraLayer: wLayout '${String(layout)}', expected 'NK' or 'KN'`);
-    if (o.W.shape.length !== 2) throw new ShapeError(`LoraLayer: W has shape ${fmtShape(o.W.shape)}, expected ${layout === 'NK' ? '[N,K]' : '[K,N]'}`);
-    const [N, K] = (layout === 'NK' ? o.W.shape : [o.W.shape[1], o.W.shape[0]]) as [number, number];
+    const given = o.wLayout ?? 'NK';
+    if (given !== 'NK' && given !== 'KN' && given !== 'auto') throw new ArgumentError(`LoraLayer: wLayout '${String(given)}', expected 'NK', 'KN' or 'auto'`);
+    const layout: WeightLayout = given === 'auto' ? (ctx.caps.software ? 'KN' : 'NK') : given;
+    if (o.W.shape.length !== 2) throw new ShapeError(`LoraLayer: W has shape ${fmtShape(o.W.shape)}, expected ${layout === 'KN' && given !== 'auto' ? '[K,N]' : '[N,K]'}`);
+    const [N, K] = (layout === 'NK' || given === 'auto' ? o.W.shape : [o.W.shape[1], o.W.shape[0]]) as [number, number];
     this.wLayout = layout;
     this.scale = loraScale(o.alpha, o.rank, o.rsLora);
     const r = o.rank;
@@ -86,11 +94,12 @@ export class LoraLayer {
       if (!t) continue;
       t.buffer(`LoraLayer: ${name}`);
       if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
-        throw new ShapeError(`LoraLayer: ${name} has shape ${fmtShape(t.shape)}, expected ${fmtShape(want)} (W is ${layout === 'NK' ? `[${N},${K}]` : `[${K},${N}] in-out`}, rank ${r})`);
+        throw new ShapeError(`LoraLayer: ${name} has shape ${fmtShape(t.shape)}, expected ${fmtShape(want)} (W is ${layout === 'NK' || given === 'auto' ? `[${N},${K}]` : `[${K},${N}] in-out`}, rank ${r})`);
       }
       if (t.dtype !== dt) throw new DTypeError(`LoraLayer: ${name} is ${t.dtype}, expected ${dt} like W`);
     }
-    this.W = o.W;
+    // 'auto' on a CPU adapter: a [K,N] copy the layer owns (kept out of any enclosing scope).
+    this.W = given === 'auto' && layout === 'KN' ? ctx.keep(transpose(ctx, o.W)) : o.W;
     this.bias = o.bias;
     this.A = o.A ?? ctx.keep(ctx.empty([r, K], dt, 'lora.A'));
     this.B = o.B ?? ctx.keep(ctx.empty([N, r], dt, 'lora.B'));

@@ -219,6 +219,33 @@ describe('LoRA layer against the f64 reference', () => {
   });
   }
 
+  it("wLayout 'auto' takes a torch-layout W and stores it as this adapter runs fastest", async () => {
+    const sh = { M: 5, N: 12, K: 8, r: 2 };
+    const q = problem(sh as Shape, 5);
+    await ctx.scopeAsync(async () => {
+      const W = ctx.tensor(q.W, [sh.N, sh.K]);
+      const layer = new LoraLayer(ctx, { W, wLayout: 'auto', A: ctx.tensor(q.A, [sh.r, sh.K]), B: ctx.tensor(q.B, [sh.N, sh.r]), rank: sh.r, alpha: q.alpha });
+      if (ctx.caps.software) {
+        expect(layer.wLayout).toBe('KN');
+        expect(layer.W).not.toBe(W);
+        expect(layer.W.shape).toEqual([sh.K, sh.N]);
+      } else {
+        console.log("LoRA wLayout 'auto': not a software adapter; W is kept as given ([N,K])");
+        expect(layer.wLayout).toBe('NK');
+        expect(layer.W).toBe(W);
+      }
+      expectClose(await loraForward(ctx, layer, ctx.tensor(q.x, [sh.M, sh.K])).y.read(), loraForwardRef(q).y, tol(sh.K), "y with wLayout 'auto'");
+      if (ctx.caps.software) {
+        loraMerge(ctx, layer); // merges into the layer's copy; the caller's W is untouched
+        expect(Array.from(await W.read())).toEqual(Array.from(q.W, Math.fround));
+      }
+      expect(() => new LoraLayer(ctx, { W, wLayout: 'auto', A: ctx.empty([2, 12]), rank: 2, alpha: 1 })).toThrow(
+        'LoraLayer: A has shape [2,12], expected [2,8] (W is [12,8], rank 2)',
+      );
+      if (layer.W !== W) layer.W.dispose();
+    });
+  });
+
   it('initialises A Kaiming-uniform (seeded, as the CPU Philox reference) and B to zero', async () => {
     await ctx.scopeAsync(async () => {
       const layer = new LoraLayer(ctx, { W: ctx.empty([16, 50]), rank: 4, alpha: 8 });
