@@ -52,7 +52,9 @@ const ALIAS_F32 = /^alias T = f32;$/m;
 
 /** One WGSL family, reflected. Create with {@link KernelModule.get}; instances are cached by source. */
 export class KernelModule {
-  private static cache = new Map<string, KernelModule>();
+  // Keyed by the source string itself first: V8 caches a string's hash on the string, so the
+  // per-dispatch lookup does not rehash the whole WGSL source (a concatenated key did, ~20 KB).
+  private static readonly cache = new Map<string, Map<string, KernelModule>>();
   private static nextId = 0;
 
   /** A process-unique id used in pipeline cache keys. */
@@ -118,16 +120,21 @@ export class KernelModule {
    * `alias T = f32;`) its f16 variant.
    */
   static get(file: string, code: string, dtype: DType = 'f32'): KernelModule {
-    let src = code;
-    if (dtype === 'f16') {
-      if (!ALIAS_F32.test(code)) throw new DTypeError(`${file}: has no 'alias T = f32;' line, so it has no f16 variant`);
-      src = `enable f16;\n${code.replace(ALIAS_F32, 'alias T = f16;')}`;
+    let byCode = KernelModule.cache.get(code);
+    if (!byCode) {
+      byCode = new Map();
+      KernelModule.cache.set(code, byCode);
     }
-    const key = `${file}\u0000${dtype}\u0000${code}`;
-    let m = KernelModule.cache.get(key);
+    const key = `${file}\u0000${dtype}`;
+    let m = byCode.get(key);
     if (!m) {
+      let src = code;
+      if (dtype === 'f16') {
+        if (!ALIAS_F32.test(code)) throw new DTypeError(`${file}: has no 'alias T = f32;' line, so it has no f16 variant`);
+        src = `enable f16;\n${code.replace(ALIAS_F32, 'alias T = f16;')}`;
+      }
       m = new KernelModule(dtype === 'f16' ? `${file} (f16)` : file, src, dtype);
-      KernelModule.cache.set(key, m);
+      byCode.set(key, m);
     }
     return m;
   }
