@@ -4,10 +4,10 @@
  *
  * - forward: u = dropout(x)·Aᵀ (a skinny product), then one pass over y that adds the
  *   low-rank term in the matmul epilogue — B·A is never materialised.
- * - backward from dy: dB = s·dyᵀ·u, du = s·dy·B, dA = duᵀ·dropout(x) (the mask is
- *   regenerated from the seed, not stored) and, only when asked, dx = dy·W + du·A in one
- *   pass (the same epilogue with V = A). dW is never computed: W is frozen.
- * - merge / unmerge: W ← W ± s·B·A as one matmul with β = 1 into W (no B·A buffer).
+ * - backward from dy: dB = s·dyᵀ·u and du = s·dy·B (skinny kernels), dA = duᵀ·dropout(x)
+ *   (the mask is regenerated from the seed, not stored) and, only when asked, dx = dy·W + du·A
+ *   in one pass (the same epilogue with V = A). dW is never computed: W is frozen.
+ * - merge / unmerge: W ← W ± s·B·A in one dispatch over W (lora_merge; no B·A buffer).
  *
  * ```ts
  * const layer = new LoraLayer(ctx, { W, bias, rank: 8, alpha: 16 });
@@ -35,9 +35,10 @@ export function loraScale(alpha: number, rank: number, rsLora = false): number {
 
 /**
  * How the frozen W is stored: 'NK' = [out, in] (torch, PEFT), 'KN' = [in, out]. With 'KN'
- * the forward x·W is a plain (non-transposed) product, which runs on the fastest matmul
- * version (2–3× faster on lavapipe); dx then needs the transposed product instead. Convert
- * once with `transpose(ctx, W)`.
+ * the forward x·W is a plain (non-transposed) product; on CPU adapters an [N,K] W is
+ * transposed at every forward instead (see `transposesBFirst`), so 'KN' saves that pass (the
+ * LoRA step on lavapipe: 68–78 vs 43–67 steps/s); dx then needs the transposed product.
+ * Convert once with `transpose(ctx, W)`, or let the layer do it (`wLayout: 'auto'`).
  */
 export type WeightLayout = 'NK' | 'KN';
 
