@@ -277,14 +277,15 @@ function addLowRank(ctx: GpuContext, layer: LoraLayer, scale: number): void {
   if (cols % 4 === 0 && r <= LORA_DOWN_MAX_RANK && rows * cols / 4 <= 2 ** 31) {
     const K = layer.inFeatures;
     const nk = layer.wLayout === 'NK';
+    const mergeV = Math.max(1, Math.min(4, Math.floor(64 / r))); // vec4s of columns per lane
     ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, layer.W.dtype), 'lora_merge', {
       bindings: { w4: layer.W, r_buf: nk ? layer.B : layer.A, c_buf: nk ? layer.A : layer.B },
       // [N,K]: R = B [N,r] (row stride r), C = A [r,K]; [K,N]: R[k, j] = A[j, k], C[j, n] = B[n, j].
       params: nk
         ? { rows, cols4: cols / 4, rRow: r, rJ: 1, cJ: K, cCol: 1, scale }
         : { rows, cols4: cols / 4, rRow: 1, rJ: K, cJ: 1, cCol: r, scale },
-      constants: { RANK: r },
-      workgroups: [Math.ceil(cols / 4 / 64), Math.ceil(rows / 32)],
+      constants: { RANK: r, MERGE_V: mergeV },
+      workgroups: [Math.ceil(cols / 4 / (64 * mergeV)), Math.ceil(rows / 32)],
     });
     return;
   }

@@ -192,6 +192,7 @@ describe('LoRA layer against the f64 reference', () => {
     { M: 2, N: 70, K: 264, r: 16 },
     { M: 2, N: 300, K: 40, r: 5, kn: true },
     { M: 2, N: 21, K: 18, r: 17, kn: true },
+    { M: 2, N: 40, K: 1100, r: 3 }, // 275 vec4 columns: two workgroups across, 4 vec4s per lane
   ];
   for (const sh of mergeShapes as Shape[]) {
   it(`merge matches W + s·B·A; unmerge returns W within f32 rounding; merged forward = unmerged (K=${sh.K}${sh.kn ? ', W as [K,N]' : ''})`, async () => {
