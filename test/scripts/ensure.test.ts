@@ -19,3 +19,22 @@ describe('scripts/ensure-adapter.mjs', () => {
     expect(r.stdout).toMatch(/apt-get install -y .*mesa-vulkan-drivers/);
   });
 });
+
+const browserScript = fileURLToPath(new URL('../../scripts/ensure-browser.mjs', import.meta.url));
+const runBrowser = (env: Record<string, string>) =>
+  spawnSync(process.execPath, [browserScript], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 120_000 });
+
+describe('scripts/ensure-browser.mjs', () => {
+  it('finds the Chromium the browser test runs in', () => {
+    const r = runBrowser({});
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/ensure-browser: (found|installed) \S+: Chromium \d+/);
+  });
+
+  it('with no Chromium at the given path and installing disabled, prints the exact command and fails', () => {
+    const r = runBrowser({ WEBGPU_LORA_CHROMIUM: '/nonexistent/chromium', WEBGPU_LORA_NO_INSTALL: '1' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('ensure-browser: no Chromium at /nonexistent/chromium');
+    expect(r.stdout).toContain('apt-get update && apt-get install -y chromium');
+  });
+});
