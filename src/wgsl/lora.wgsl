@@ -15,8 +15,9 @@
 // of columns of W and keeps C's values for them in registers, then walks MERGE_ROWS rows,
 // reading R[row, ·] once per row for all of them. On llvmpipe every buffer load is a per-lane
 // loop, so per element of W the cost is its own load and store plus r/(4·MERGE_V) loads of R
-// (MERGE_V = 1 ran at 36–47 % of a vec4 copy, 4 at 54–65 %); the matmul's β = 1 epilogue read
-// and wrote W with a stride per lane. Needs cols % 4 == 0.
+// (on lavapipe, MERGE_V = 1 with 32 rows ran at 36–47 % of a vec4 copy, MERGE_V = 4 with 128
+// rows at 70–84 %); the matmul's β = 1 epilogue read and wrote W with a stride per lane. Needs
+// cols % 4 == 0.
 // Accumulates in f32.
 alias T = f32;
 
@@ -103,7 +104,7 @@ struct MergeParams {
   cCol: u32,
   scale: f32,
 }
-const MERGE_ROWS = 32u;
+override MERGE_ROWS: u32 = 32u;
 // vec4s of columns per lane, MERGE_V·RANK ≤ 64.
 override MERGE_V: u32 = 4u;
 @group(0) @binding(8) var<storage, read_write> w4: array<vec4<T>>;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import { transpose } from '../../src/kernels/elementwise.js';
-import { initLora, LORA_DOWN_MAX_RANK, LoraLayer, loraBackward, loraBGrad, loraDown, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
+import { initLora, LORA_DOWN_MAX_RANK, LoraLayer, loraBackward, loraBGrad, loraDown, loraMergeTiling, loraForward, loraMerge, loraScale, loraUnmerge } from '../../src/kernels/lora.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
 import { loraForwardRef, loraGradsRef, loraMergeRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
 import { dropoutMaskRef, uniformRef } from '../../src/kernels/random.ref.js';
@@ -216,9 +216,34 @@ describe('LoRA layer against the f64 reference', () => {
       loraUnmerge(ctx, layer);
       expect(() => loraUnmerge(ctx, layer)).toThrow('loraUnmerge: the layer is not merged');
       expectClose(await readW(), q.W, { atol: 1e-6, rtol: 1e-6 }, 'unmerge(merge(W)) = W');
+      // The other adapters' tiling too (one vec4 per lane, 8 rows per workgroup on GPUs), and a
+      // ragged one: every tiling computes the same W.
+      // Each round trip may add an f32 rounding of W to the error.
+      const tilings = [{ vec4sPerLane: 1, rowsPerWorkgroup: 8 }, { vec4sPerLane: 2, rowsPerWorkgroup: 5 }];
+      for (const [i, tiling] of tilings.entries()) {
+        const atol = 1e-6 * (i + 2);
+        loraMerge(ctx, layer, { tiling });
+        expectClose(await readW(), loraMergeRef(q.W, q.A, q.B, sh.N, sh.K, sh.r, q.s), { atol, rtol: 1e-5 }, `merged W, tiling ${JSON.stringify(tiling)}`);
+        loraUnmerge(ctx, layer, { tiling });
+        expectClose(await readW(), q.W, { atol, rtol: 1e-6 }, `unmerged W, tiling ${JSON.stringify(tiling)}`);
+      }
     });
   });
   }
+
+  it('picks lora_merge tilings per adapter and refuses bad ones', () => {
+    const t = loraMergeTiling(ctx, 8);
+    if (ctx.caps.software) expect(t).toEqual({ vec4sPerLane: 4, rowsPerWorkgroup: 128 });
+    else expect(t).toEqual({ vec4sPerLane: 1, rowsPerWorkgroup: 8 });
+    expect(loraMergeTiling(ctx, 16).vec4sPerLane * 16).toBeLessThanOrEqual(64);
+    ctx.scope(() => {
+      const layer = new LoraLayer(ctx, { W: ctx.empty([8, 8]), rank: 8, alpha: 8 });
+      expect(() => loraMerge(ctx, layer, { tiling: { vec4sPerLane: 9, rowsPerWorkgroup: 8 } })).toThrow(
+        'lora merge: tiling {"vec4sPerLane":9,"rowsPerWorkgroup":8}, expected integers >= 1 with vec4sPerLane·rank <= 64 (rank 8)',
+      );
+      expect(layer.merged).toBe(false);
+    });
+  });
 
   it("wLayout 'auto' takes a torch-layout W and stores it as this adapter runs fastest", async () => {
     const sh = { M: 5, N: 12, K: 8, r: 2 };
