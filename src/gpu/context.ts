@@ -751,8 +751,6 @@ export class GpuContext {
       return null;
     }
     const qs = this.device.createQuerySet({ type: 'timestamp', count: 2 });
-    const resolve = this.device.createBuffer({ size: 16, usage: QUERY_RESOLVE | COPY_SRC_ONLY });
-    const out = this.device.createBuffer({ size: 16, usage: MAP_READ_USAGE });
     this.flush();
     this.endPass();
     this.passTimestamps = { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
@@ -763,17 +761,7 @@ export class GpuContext {
       qs.destroy();
       return 0;
     }
-    const enc = this.encoder();
-    enc.resolveQuerySet(qs, 0, 2, resolve, 0);
-    enc.copyBufferToBuffer(resolve, 0, out, 0, 16);
-    this.flush();
-    await this.gpuWait(() => out.mapAsync(MAP_MODE_READ));
-    const t = new BigInt64Array(out.getMappedRange().slice(0));
-    out.unmap();
-    out.destroy();
-    resolve.destroy();
-    qs.destroy();
-    this.throwPending('timeGpu');
+    const t = await this.readTimestamps(qs, 2, 'timeGpu');
     return Number(t[1]! - t[0]!);
   }
 
@@ -809,11 +797,21 @@ export class GpuContext {
       querySet.destroy();
       return [];
     }
-    const resolve = this.device.createBuffer({ size: 16 * n, usage: QUERY_RESOLVE | COPY_SRC_ONLY });
-    const out = this.device.createBuffer({ size: 16 * n, usage: MAP_READ_USAGE });
+    const t = await this.readTimestamps(querySet, 2 * n, 'profile');
+    return records.map((r, i) => ({ ...r, ns: Number(t[2 * i + 1]! - t[2 * i]!) }));
+  }
+
+  /**
+   * Resolve the first `count` timestamps of `querySet`, submit, and read them back; destroys
+   * the query set and its staging buffers, and throws any error the device reported.
+   */
+  private async readTimestamps(querySet: GPUQuerySet, count: number, op: string): Promise<BigInt64Array> {
+    const bytes = 8 * count;
+    const resolve = this.device.createBuffer({ size: bytes, usage: QUERY_RESOLVE | COPY_SRC_ONLY });
+    const out = this.device.createBuffer({ size: bytes, usage: MAP_READ_USAGE });
     const enc = this.encoder();
-    enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
-    enc.copyBufferToBuffer(resolve, 0, out, 0, 16 * n);
+    enc.resolveQuerySet(querySet, 0, count, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, out, 0, bytes);
     this.flush();
     await this.gpuWait(() => out.mapAsync(MAP_MODE_READ));
     const t = new BigInt64Array(out.getMappedRange().slice(0));
@@ -821,8 +819,8 @@ export class GpuContext {
     out.destroy();
     resolve.destroy();
     querySet.destroy();
-    this.throwPending('profile');
-    return records.map((r, i) => ({ ...r, ns: Number(t[2 * i + 1]! - t[2 * i]!) }));
+    this.throwPending(op);
+    return t;
   }
 
   private async awaitCompileChecks(): Promise<void> {
