@@ -29,14 +29,17 @@ export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number, p
     const x = uniform(ctx, ctx.empty([B, D]), { seed: 3, lo: -1, hi: 1 });
     const target = uniform(ctx, ctx.empty([B, D]), { seed: 4, lo: -1, hi: 1 });
     const opt = new AdamW(ctx, [{ params: layer.A }, { params: layer.B }], { lr: 1e-3 });
-    const step = async () => {
-      const loss = ctx.scope(() => {
+    // One training step, encoded (not submitted); returns the loss.
+    const encodeStep = () =>
+      ctx.scope(() => {
         const l = mse(ctx, loraLinear(ctx, x, layer), target);
         backward(ctx, l);
         opt.step(1, [grad(layer.A), grad(layer.B)]);
         zeroGrad([layer.A, layer.B]);
         return l;
       });
+    const step = async () => {
+      const loss = encodeStep();
       await loss.read();
       loss.dispose();
     };
@@ -45,13 +48,7 @@ export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number, p
     await step();
     const perStep = ctx.stats.submits - submits;
     const ms = await wallTime(`lora step ${layout}`, step, maxTime);
-    if (profile) await printProfile(ctx, layout, () => ctx.scope(() => {
-      const l = mse(ctx, loraLinear(ctx, x, layer), target);
-      backward(ctx, l);
-      opt.step(1, [grad(layer.A), grad(layer.B)]);
-      zeroGrad([layer.A, layer.B]);
-      return l;
-    }));
+    if (profile) await printProfile(ctx, layout, encodeStep);
     rows.push({
       suite: 'lora step',
       name: `webgpu-lora, W stored ${layout === 'NK' ? '[N,K] (torch)' : '[K,N]'}`,

@@ -53,15 +53,16 @@ export function fill(ctx: GpuContext, t: Tensor, value: number): Tensor {
   return t;
 }
 
-function checkScalar(op: string, name: string, t: Tensor, dtype: DType): void {
-  checkTensor(op, name, t, dtype);
+/** checkTensor for a one-element tensor; returns its dtype. */
+function checkScalar(op: string, name: string, t: Tensor, dtype?: DType): DType {
+  const dt = checkTensor(op, name, t, dtype);
   if (t.size !== 1) throw new ShapeError(`${op}: ${name} has shape ${fmtShape(t.shape)}, expected one element`);
+  return dt;
 }
 
 /** `alpha · s` (s a one-element tensor, read on the GPU) in every element of a new tensor of `shape`. */
 export function fillScalar(ctx: GpuContext, s: Tensor, shape: readonly number[], alpha = 1, out?: Tensor): Tensor {
-  const dt = checkTensor('fillScalar', 's', s);
-  checkScalar('fillScalar', 's', s, dt);
+  const dt = checkScalar('fillScalar', 's', s);
   finite('fillScalar', 'alpha', alpha);
   const o = outputTensor(ctx, 'fillScalar', out, shape, dt);
   run(ctx, 'fill_scalar', dt, o.size, { s, out: o }, 1, alpha);
