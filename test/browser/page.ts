@@ -6,6 +6,7 @@ import { createContext, DTypeError, initLora, LoraLayer, loraBackward, loraForwa
 import { autograd, backward, grad, requiresGrad, zeroGrad } from '../../src/index.js';
 import { type LoraRefProblem, loraForwardRef, loraGradsRef } from '../../src/kernels/lora.ref.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
+import { expectClose, randomArray, rng } from '../check.js';
 
 export interface Check {
   name: string;
@@ -13,31 +14,20 @@ export interface Check {
   detail: string;
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const rand = (n: number, r: () => number, scale = 1) => Array.from({ length: n }, () => Math.fround((2 * r() - 1) * scale));
-
-/** Worst |got − want| / (atol + rtol·|want|); ≤ 1 passes. */
-function worst(got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol = 1e-4): number {
-  if (got.length !== want.length) return Infinity;
-  let w = 0;
-  for (let i = 0; i < got.length; i++) w = Math.max(w, Math.abs(got[i]! - want[i]!) / (atol + rtol * Math.abs(want[i]!)));
-  return Number.isNaN(w) ? Infinity : w;
-}
+const rand = (n: number, r: () => number, scale = 1) => Array.from(randomArray(n, r, -scale, scale));
 
 async function runChecks(): Promise<{ adapter: string; software: boolean; f16: boolean; checks: Check[] }> {
   const ctx = await createContext({ gpu: navigator.gpu });
   const checks: Check[] = [];
-  const check = (name: string, ratio: number) => checks.push({ name, ok: ratio <= 1, detail: `worst error / tolerance = ${ratio.toPrecision(3)}` });
+  // Within atol + 1e-4·|want| everywhere (expectClose), else the mismatches it reports.
+  const close = (name: string, got: ArrayLike<number>, want: ArrayLike<number>, atol: number) => {
+    try {
+      expectClose(got, want, { atol, rtol: 1e-4 }, name);
+      checks.push({ name, ok: true, detail: `within atol ${atol.toPrecision(3)}, rtol 1e-4` });
+    } catch (e) {
+      checks.push({ name, ok: false, detail: (e as Error).message });
+    }
+  };
 
   // matmul, default version, over edge shapes and all four op(A)/op(B) combinations.
   const shapes: [number, number, number][] = [[1, 1, 1], [7, 13, 31], [65, 63, 129], [40, 64, 100], [3, 5, 1031]];
@@ -50,7 +40,7 @@ async function runChecks(): Promise<{ adapter: string; software: boolean; f16: b
         const got = await ctx.scopeAsync(() =>
           matmul(ctx, ctx.tensor(a, transA ? [K, M] : [M, K]), ctx.tensor(b, transB ? [N, K] : [K, N]), { transA, transB }).read(),
         );
-        check(`matmul ${M}x${N}x${K} transA=${transA} transB=${transB}`, worst(got, matmulRef({ a, b, M, N, K, transA, transB }), 2e-5 * Math.sqrt(K)));
+        close(`matmul ${M}x${N}x${K} transA=${transA} transB=${transB}`, got, matmulRef({ a, b, M, N, K, transA, transB }), 2e-5 * Math.sqrt(K));
       }
     }
   }
@@ -67,11 +57,11 @@ async function runChecks(): Promise<{ adapter: string; software: boolean; f16: b
     await ctx.scopeAsync(async () => {
       const layer = new LoraLayer(ctx, { W: ctx.tensor(q.W, [N, K]), A: ctx.tensor(q.A, [rank, K]), B: ctx.tensor(q.B, [N, rank]), rank, alpha });
       const { y, saved } = loraForward(ctx, layer, ctx.tensor(q.x, [M, K]));
-      check('lora forward', worst(await y.read(), want.y, 2e-5 * Math.sqrt(K)));
+      close('lora forward', await y.read(), want.y, 2e-5 * Math.sqrt(K));
       const g = loraBackward(ctx, layer, saved!, ctx.tensor(dy, [M, N]), { needDx: true });
-      check('lora dA', worst(await g.dA.read(), grads.dA, 2e-5 * Math.sqrt(M * N)));
-      check('lora dB', worst(await g.dB.read(), grads.dB, 2e-5 * Math.sqrt(M)));
-      check('lora dx', worst(await g.dx!.read(), grads.dx, 2e-5 * Math.sqrt(N)));
+      close('lora dA', await g.dA.read(), grads.dA, 2e-5 * Math.sqrt(M * N));
+      close('lora dB', await g.dB.read(), grads.dB, 2e-5 * Math.sqrt(M));
+      close('lora dx', await g.dx!.read(), grads.dx, 2e-5 * Math.sqrt(N));
     });
   }
 
@@ -109,7 +99,7 @@ async function runChecks(): Promise<{ adapter: string; software: boolean; f16: b
   // f16 without shader-f16 is refused with a typed error (the fallback path); with it, f16 storage works.
   if (ctx.caps.f16) {
     const got = await ctx.scopeAsync(() => matmul(ctx, ctx.tensor([1, 2, 3, 4], [2, 2], 'f16'), ctx.tensor([1, 0, 0, 1], [2, 2], 'f16')).read());
-    checks.push({ name: 'f16 storage', ok: worst(got, [1, 2, 3, 4], 1e-3) <= 1, detail: Array.from(got).join(',') });
+    close('f16 storage', got, [1, 2, 3, 4], 1e-3);
   } else {
     let message = '';
     try {
