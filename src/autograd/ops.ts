@@ -74,7 +74,6 @@ function sumRows(ctx: GpuContext, g: Tensor, cols: number, shape: readonly numbe
   return ctx.reshape(matmulK(ctx, ones, g.view([rows, cols])), shape);
 }
 
-
 export type OpName =
   | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'mse' | 'loraLinear'
   | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm'
@@ -422,5 +421,3 @@ export function causalSelfAttention(
 export function detach(ctx: GpuContext, x: Tensor): Tensor {
   return copyOf(ctx, x);
 }
-
-

@@ -83,8 +83,10 @@ export class LoraLayer {
     const given = o.wLayout ?? 'NK';
     if (given !== 'NK' && given !== 'KN' && given !== 'auto') throw new ArgumentError(`LoraLayer: wLayout '${String(given)}', expected 'NK', 'KN' or 'auto'`);
     const layout: WeightLayout = given === 'auto' ? (ctx.caps.software ? 'KN' : 'NK') : given;
-    if (o.W.shape.length !== 2) throw new ShapeError(`LoraLayer: W has shape ${fmtShape(o.W.shape)}, expected ${layout === 'KN' && given !== 'auto' ? '[K,N]' : '[N,K]'}`);
-    const [N, K] = (layout === 'NK' || given === 'auto' ? o.W.shape : [o.W.shape[1], o.W.shape[0]]) as [number, number];
+    // How W is given ('auto' takes [N,K]), which the checks below describe.
+    const givenNK = given !== 'KN';
+    if (o.W.shape.length !== 2) throw new ShapeError(`LoraLayer: W has shape ${fmtShape(o.W.shape)}, expected ${givenNK ? '[N,K]' : '[K,N]'}`);
+    const [N, K] = (givenNK ? o.W.shape : [o.W.shape[1], o.W.shape[0]]) as [number, number];
     this.wLayout = layout;
     this.scale = loraScale(o.alpha, o.rank, o.rsLora);
     const r = o.rank;
@@ -95,7 +97,7 @@ export class LoraLayer {
       if (!t) continue;
       t.buffer(`LoraLayer: ${name}`);
       if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
-        throw new ShapeError(`LoraLayer: ${name} has shape ${fmtShape(t.shape)}, expected ${fmtShape(want)} (W is ${layout === 'NK' || given === 'auto' ? `[${N},${K}]` : `[${K},${N}] in-out`}, rank ${r})`);
+        throw new ShapeError(`LoraLayer: ${name} has shape ${fmtShape(t.shape)}, expected ${fmtShape(want)} (W is ${givenNK ? `[${N},${K}]` : `[${K},${N}] in-out`}, rank ${r})`);
       }
       if (t.dtype !== dt) throw new DTypeError(`LoraLayer: ${name} is ${t.dtype}, expected ${dt} like W`);
     }
