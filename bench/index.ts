@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,dispatch,elementwise,lora,step,peers]
+ * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,transb,dispatch,elementwise,lora,step,peers]
  *                [--f16] [--profile] [--dawn-polling] [--out file.json]
  *
  * Prints one table (wall and GPU medians, GFLOP/s or GB/s) and writes
@@ -15,7 +15,7 @@ import { KernelModule, type DType } from '../src/gpu/kernel.js';
 import { createContext } from '../src/gpu/node.js';
 import { copy, fill, transpose } from '../src/kernels/elementwise.js';
 import { dropout, uniform } from '../src/kernels/random.js';
-import { matmul, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies } from '../src/kernels/matmul.js';
+import { matmul, matmulConfig, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies, transposedBPlan, transposedBPlans } from '../src/kernels/matmul.js';
 import { embedding, TokenIds } from '../src/kernels/embedding.js';
 import { layerNorm } from '../src/kernels/norm.js';
 import { sum } from '../src/kernels/reduce.js';
@@ -31,7 +31,7 @@ const { values: args } = parseArgs({
   options: {
     sizes: { type: 'string', default: '128,256,512,1024' },
     large: { type: 'boolean', default: false },
-    suites: { type: 'string', default: 'matmul,dispatch,elementwise,lora,step,peers' },
+    suites: { type: 'string', default: 'matmul,transb,dispatch,elementwise,lora,step,peers' },
     versions: { type: 'string', default: MATMUL_VERSIONS.join(',') },
     'max-time': { type: 'string', default: '1.5' },
     f16: { type: 'boolean', default: false },
@@ -87,6 +87,38 @@ async function matmulSuite(ctx: GpuContext, rows: Row[], dtype: DType): Promise<
     }
     for (const t of [a, b, c]) t.dispose();
   }
+}
+
+/**
+ * x·Wᵀ with W [1024,1024] stored [N,K] (torch), by each plan for a transposed B (read in
+ * place, W transposed first, or Cᵀ = W·xᵀ stored transposed), over the token counts where
+ * the default plan changes.
+ */
+async function transposedBSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
+  const D = 1024;
+  const W = ctx.tensor(Float32Array.from({ length: D * D }, () => Math.random() - 0.5), [D, D]);
+  for (const M of [16, 32, 64, 96, 128, 512]) {
+    const x = ctx.tensor(Float32Array.from({ length: M * D }, () => Math.random() - 0.5), [M, D]);
+    const shape = { rows: M, N: D, K: D, transA: false, transB: true, bShared: true };
+    const def = transposedBPlan(ctx, shape);
+    const times = new Map<string, number>();
+    try {
+      for (const plan of transposedBPlans(ctx, shape)) {
+        matmulConfig.transposedB = plan;
+        const encode = () => ctx.scope(() => matmul(ctx, x, W, { transB: true }));
+        const gpuMs = await gpuTime(ctx, () => void encode());
+        const wallMs = await wallTime(`x·Wᵀ ${M} ${plan}`, () => encode().read(), Math.min(maxTime, 0.5));
+        times.set(plan, gpuMs ?? wallMs);
+        rows.push({ suite: 'matmul x·Wᵀ', name: `M=${M}, ${plan}${plan === def ? ' (default)' : ''}`, work: { flops: 2 * M * D * D }, wallMs, gpuMs });
+      }
+    } finally {
+      matmulConfig.transposedB = 'auto';
+    }
+    const best = [...times].sort((a, b) => a[1] - b[1])[0]!;
+    console.error(`  x·Wᵀ M=${M}: ${[...times].map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(', ')}; default ${def}, fastest ${best[0]}`);
+    x.dispose();
+  }
+  W.dispose();
 }
 
 async function dispatchSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
@@ -181,6 +213,7 @@ async function main(): Promise<void> {
     await matmulSuite(ctx, rows, 'f32');
     if (args.f16 && caps.f16) await matmulSuite(ctx, rows, 'f16');
   }
+  if (suites.has('transb')) await transposedBSuite(ctx, rows);
   if (suites.has('elementwise')) await elementwiseSuite(ctx, rows);
   if (suites.has('lora')) await loraSuite(ctx, rows, maxTime);
   if (suites.has('step')) await stepSuite(ctx, rows, maxTime, args.profile);

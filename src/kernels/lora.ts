@@ -35,10 +35,11 @@ export function loraScale(alpha: number, rank: number, rsLora = false): number {
 
 /**
  * How the frozen W is stored: 'NK' = [out, in] (torch, PEFT), 'KN' = [in, out]. With 'KN'
- * the forward x·W is a plain (non-transposed) product; on CPU adapters an [N,K] W is
- * transposed at every forward instead (see `transposesBFirst`), so 'KN' saves that pass (the
- * LoRA step on lavapipe: 68–78 vs 43–67 steps/s); dx then needs the transposed product.
- * Convert once with `transpose(ctx, W)`, or let the layer do it (`wLayout: 'auto'`).
+ * the forward x·W is a plain (non-transposed) product. On CPU adapters an [N,K] W costs a
+ * transpose per forward (see `transposedBPlan`): of x for a batch of up to N/4 tokens (the
+ * product then runs as (W·xᵀ)ᵀ), of W itself for more. The LoRA step on lavapipe (64 tokens,
+ * 1024², r = 8): 78 steps/s with W [N,K], 81 with W [K,N]. dx then needs the transposed
+ * product. Convert once with `transpose(ctx, W)`, or let the layer do it (`wLayout: 'auto'`).
  */
 export type WeightLayout = 'NK' | 'KN';
 
@@ -49,7 +50,7 @@ export interface LoraLayerOptions {
    * How `W` is given: 'NK' (default) or 'KN'. 'auto' takes W as [N,K] (torch, PEFT) and stores
    * it the way this adapter runs fastest: on CPU adapters the layer transposes it once into a
    * [K,N] copy of its own (`layer.W`, `layer.wLayout === 'KN'`; dispose the original if it is no
-   * longer needed), since reading [N,K] in place costs a transpose per forward there; elsewhere
+   * longer needed), since reading [N,K] costs a transpose (of x or of W) per forward there; elsewhere
    * it keeps W as given.
    */
   wLayout?: WeightLayout | 'auto';

@@ -65,6 +65,8 @@ export interface MatmulProblem {
   lowRank?: LowRankTerm;
   /** Write frozen entries as 0 (mode 1: row/column masks, 2: element bits) and/or visit only listed tiles. */
   mask?: OutputMask;
+  /** Store C transposed: C [M,N] lands in `c` as [N,M] (bias then indexed by m). No mask. */
+  transC?: boolean;
 }
 
 export interface LowRankTerm {
@@ -125,16 +127,63 @@ export function pickMatmulVersion(ctx: GpuContext, N: number, transB: boolean): 
 }
 
 /**
- * Whether the default path transposes a transposed B ([N,K]) into a scratch [K,N] first and
- * runs regblock4 on it. On CPU adapters every variant that reads B [N,K] directly gathers each
- * lane's columns from rows K apart and runs at 40–45 % of regblock4 (1024³ on lavapipe: 10 vs
- * 23 GFLOP/s; vec4 loads along K, 8–64 lanes, and lanes along K with a workgroup reduction
- * were all no better), while the 4×4-block transpose costs about a copy of B. So it pays
- * once the product has a few dozen rows (`rows` = M over the whole batch); B must be one
- * matrix (rank 2), shared by the batch.
+ * How the default path runs a transposed B ([N,K], e.g. x·Wᵀ with a torch-layout W) on a CPU
+ * adapter, where every variant that reads B [N,K] in place gathers each lane's columns from
+ * rows K apart and runs at 40–45 % of regblock4 (1024³ on lavapipe: 10 vs 23 GFLOP/s; vec4
+ * loads along K, 8–64 lanes, and lanes along K with a workgroup reduction were all no better):
+ * - 'transpose-a-swap': compute Cᵀ = B·op(A)ᵀ with regblock4 and store it transposed
+ *   (TRANS_C), so C comes out [M,N] as asked. op(A)ᵀ is A itself when transA, else a
+ *   4×4-block transpose of A: the small operand is transposed, not W. Needs M % 4 == 0 (Cᵀ's
+ *   rows are regblock4's vec4 columns) and N >= 32 rows of work; not with a low-rank V given
+ *   transposed (the swap reads V as Cᵀ's row factor, [N,r]).
+ * - 'transpose-b': transpose B into a scratch [K,N] and run regblock4 (costs about a copy of
+ *   B; pays once the product has a few dozen rows).
+ * - 'read-in-place': B read as stored (GPUs, too few rows, shapes the vec4 paths cannot take).
+ * `rows` is M over the whole batch when a batched A folds into one product. B must be one
+ * matrix (rank 2) shared by the batch for either rewrite.
  */
-export function transposesBFirst(ctx: GpuContext, p: { N: number; K: number; rows: number; transB: boolean; bShared: boolean }): boolean {
-  return ctx.caps.software && p.transB && p.bShared && p.N % 4 === 0 && p.K % 4 === 0 && p.rows >= 32;
+export type TransposedBPlan = 'read-in-place' | 'transpose-b' | 'transpose-a-swap';
+
+/** Force a plan for a transposed B (tests, benchmarks); 'auto' picks by {@link transposedBPlan}. */
+export const matmulConfig: { transposedB: 'auto' | TransposedBPlan } = { transposedB: 'auto' };
+
+export interface TransposedBShape {
+  rows: number;
+  N: number;
+  K: number;
+  transA: boolean;
+  transB: boolean;
+  bShared: boolean;
+  /** A low-rank term with V given [r,N]: the swap would need it as [N,r]. */
+  lowRankVT?: boolean;
+}
+
+/** Which of the plans above apply to a problem. */
+export function transposedBPlans(ctx: GpuContext, p: TransposedBShape): TransposedBPlan[] {
+  const plans: TransposedBPlan[] = ['read-in-place'];
+  if (!ctx.caps.software || !p.transB || !p.bShared) return plans;
+  if (p.rows % 4 === 0 && p.N >= 32 && !p.lowRankVT) plans.push('transpose-a-swap');
+  if (p.N % 4 === 0 && p.K % 4 === 0 && p.rows >= 32) plans.push('transpose-b');
+  return plans;
+}
+
+/**
+ * The default plan on a CPU adapter, from `npm run bench -- --suites transb` on lavapipe
+ * (N = K = 1024, GPU ms): below 32 rows B is read in place (M = 16: 5.2, against 7.4 for
+ * either rewrite). From 32 rows the swap saves transposing W (about a copy of it, 2.7 ms)
+ * but its own product runs slower as the rows grow (M = 512: 75.6 against 68.3 with B
+ * transposed), and rows that leave regblock4's lanes idle lose the gain (Cᵀ's rows are its
+ * columns, 8 per lane: M = 32 and 96 use half and three quarters of them). So: the swap
+ * while op(A) is at most a quarter of B (rows·4 <= N) and fills at least 90 % of the lanes
+ * (M = 64: 6.8 against 9.4; M = 128: 17.7 against 17.6), else B transposed first.
+ */
+export function transposedBPlan(ctx: GpuContext, p: TransposedBShape): TransposedBPlan {
+  const plans = transposedBPlans(ctx, p);
+  if (p.rows < 32) return 'read-in-place';
+  const cols = regblockLanes(p.rows) * 8;
+  const laneUse = p.rows / (Math.ceil(p.rows / cols) * cols);
+  if (plans.includes('transpose-a-swap') && 4 * p.rows <= p.N && laneUse >= 0.9) return 'transpose-a-swap';
+  return plans.includes('transpose-b') ? 'transpose-b' : 'read-in-place';
 }
 
 /** matmul_regblock4 reads B through a vec4 view: rows of B must be whole vec4s. */
@@ -155,7 +204,9 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
   const lr = p.lowRank;
   const mask = p.mask;
   if (lr && p.batch !== 1) throw new ArgumentError(`matmul: a low-rank epilogue needs batch 1, got ${p.batch}`);
+  if (p.transC && mask) throw new ArgumentError('matmul: an output mask cannot be combined with a transposed C');
   const constants = {
+    TRANS_C: p.transC ?? false,
     TRANS_A: p.transA,
     TRANS_B: p.transB,
     HAS_BIAS: p.bias !== undefined,
@@ -312,16 +363,45 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
     activation: opts.activation ?? 'none',
     version: opts.version ?? pickMatmulVersion(ctx, N, transB),
   };
-  let bT: Tensor | undefined;
-  if (opts.version === undefined && transposesBFirst(ctx, { N, K, rows: batch * M, transB, bShared: b.shape.length === 2 })) {
-    bT = transpose(ctx, b);
-    problem = { ...problem, b: bT, transB: false, version: pickMatmulVersion(ctx, N, false) };
+  const shape: TransposedBShape = { rows: transA ? M : rowsC, N, K, transA, transB, bShared: b.shape.length === 2, lowRankVT: lowRank?.vTransposed };
+  let plan: TransposedBPlan = 'read-in-place';
+  if (opts.version === undefined && transB) {
+    const forced = matmulConfig.transposedB;
+    plan = forced === 'auto' ? transposedBPlan(ctx, shape) : transposedBPlans(ctx, shape).includes(forced) ? forced : transposedBPlan(ctx, shape);
+  }
+  let scratch: Tensor | undefined;
+  if (plan === 'transpose-a-swap') {
+    // Cᵀ [N, rows] = B·op(A)ᵀ, stored transposed into C; op(A)ᵀ is A [K,M] itself when transA.
+    const bPrime = transA ? a : (scratch = transpose(ctx, a.view([rowsC, K])));
+    const swapped: MatmulProblem = {
+      ...problem,
+      a: b,
+      b: bPrime,
+      M: N,
+      N: shape.rows,
+      strideA: 0,
+      strideB: transA && ba > 1 ? K * M : 0,
+      strideC: folds ? 0 : M * N,
+      batch: folds ? 1 : batch,
+      transA: false,
+      transB: false,
+      transC: true,
+      version: 'regblock4',
+    };
+    if (lowRank) swapped.lowRank = { ...lowRank, u: lowRank.v, v: lowRank.u };
+    encodeMatmul(ctx, swapped);
+    scratch?.dispose();
+    return c;
+  }
+  if (plan === 'transpose-b') {
+    scratch = transpose(ctx, b);
+    problem = { ...problem, b: scratch, transB: false, version: pickMatmulVersion(ctx, N, false) };
   }
   if (folds) {
     problem = { ...problem, M: batch * M, batch: 1, strideA: 0, strideC: 0 };
   }
   if (lowRank) problem.lowRank = lowRank;
   encodeMatmul(ctx, problem);
-  bT?.dispose(); // back to the pool once this step is submitted
+  scratch?.dispose(); // back to the pool once this step is submitted
   return c;
 }

@@ -62,6 +62,10 @@ override LORA: bool = false;
 override LR_VT: bool = false;
 override MASK: u32 = 0u;
 override TILES: bool = false;
+// Store C transposed: element (m, n) of the M×N product goes to c[n·M + m]. The launcher uses
+// it to compute x·Wᵀ as (W·xᵀ)ᵀ on CPU adapters, where transposing the small x beats
+// transposing W (bias then runs along m, C's rows in storage).
+override TRANS_C: bool = false;
 
 @group(0) @binding(0) var<storage, read> a: array<T>;
 @group(0) @binding(1) var<storage, read> b: array<T>;
@@ -131,13 +135,19 @@ fn scaled(acc: f32, m: u32, n: u32) -> f32 {
   return v;
 }
 
+// Where C[z, m, n] is stored.
+fn c_index(z: u32, m: u32, n: u32) -> u32 {
+  if (TRANS_C) { return z * params.strideC + n * params.M + m; }
+  return z * params.strideC + m * params.N + n;
+}
+
 // The value stored at C[z, m, n] given v = alpha·op(A)·op(B) (+ the low-rank term).
 fn epilogue(scaled_acc: f32, z: u32, m: u32, n: u32) -> T {
-  let ci = z * params.strideC + m * params.N + n;
+  let ci = c_index(z, m, n);
   if (MASK != 0u && !trainable(m, n)) { return T(0.0); }
   var v = scaled_acc;
   if (params.beta != 0.0) { v += params.beta * f32(c[ci]); }
-  if (HAS_BIAS) { v += f32(bias[n]); }
+  if (HAS_BIAS) { v += f32(bias[select(n, m, TRANS_C)]); }
   if (ACT == 1u) { v = max(v, 0.0); } else if (ACT == 2u) { v = gelu_tanh(v); }
   return T(v);
 }
@@ -157,7 +167,7 @@ fn matmul_naive(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   for (var k = 0u; k < params.K; k++) {
     acc += f32(a[a_index(baseA, m, k)]) * f32(b[b_index(baseB, k, n)]);
   }
-  c[z * params.strideC + m * params.N + n] = epilogue(scaled(acc, m, n), z, m, n);
+  c[c_index(z, m, n)] = epilogue(scaled(acc, m, n), z, m, n);
 }
 
 // ---------------------------------------------------------------- v1: register-blocked
@@ -186,13 +196,12 @@ fn finish_tile(acc0: ptr<function, array<vec4<f32>, 8>>, acc1: ptr<function, arr
   for (var i = 0u; i < RB_ROWS; i++) {
     let m = m0 + i;
     if (m >= params.M) { break; }
-    let rowC = z * params.strideC + m * params.N;
     for (var j = 0u; j < 8u; j++) {
       let n = n0 + j * colStep;
       if (n < params.N) {
         var v: f32;
         if (j < 4u) { v = (*acc0)[i][j]; } else { v = (*acc1)[i][j - 4u]; }
-        c[rowC + n] = epilogue(v, z, m, n);
+        c[c_index(z, m, n)] = epilogue(v, z, m, n);
       }
     }
   }
@@ -316,10 +325,9 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
   for (var i = 0u; i < 4u; i++) {
     let m = m0 + lid.y + i * 16u;
     if (m >= params.M) { continue; }
-    let rowC = z * params.strideC + m * params.N;
     for (var j = 0u; j < 4u; j++) {
       let n = n0 + lid.x + j * 16u;
-      if (n < params.N) { c[rowC + n] = epilogue(scaled(acc[i][j], m, n), z, m, n); }
+      if (n < params.N) { c[c_index(z, m, n)] = epilogue(scaled(acc[i][j], m, n), z, m, n); }
     }
   }
 }

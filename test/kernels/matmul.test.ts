@@ -9,8 +9,11 @@ import {
   MATMUL_VERSIONS,
   type MatmulVersion,
   pickMatmulVersion,
+  matmulConfig,
   regblock4Applies,
-  transposesBFirst,
+  type TransposedBPlan,
+  transposedBPlan,
+  transposedBPlans,
 } from '../../src/kernels/matmul.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
 import { expectClose, randomArray, rng, TOL } from '../helpers.js';
@@ -163,32 +166,96 @@ describe('matmul edge shapes, every version and op(A)/op(B)', () => {
     }
   }, 600_000);
 
-  it('by default transposes a transposed B first where that pays (CPU adapters), with every epilogue', async () => {
+  it('runs a transposed B by every plan that applies (in place, B transposed first, Cᵀ = B·op(A)ᵀ stored transposed), with every epilogue', async () => {
     const cases: [number, number, number, number, number][] = [
       // M, N, K, batchA, batchB
-      [40, 12, 8, 0, 0],
-      [33, 64, 100, 0, 0],
-      [12, 20, 36, 3, 0], // a batch of 3 sharing B: 36 rows
-      [32, 4, 4, 0, 0],
-      [31, 8, 8, 0, 0], // too few rows: B read in place
-      [40, 10, 8, 0, 0], // N % 4 != 0: B read in place
-      [12, 20, 36, 3, 3], // B batched: read in place
+      [40, 12, 8, 0, 0], // N < 32: no swap
+      [33, 64, 100, 0, 0], // M % 4 != 0: no swap
+      [36, 64, 100, 0, 0],
+      [12, 40, 36, 3, 0], // a batch of 3 sharing B (36 rows when A folds)
+      [4, 36, 7, 0, 0], // few rows, K % 4 != 0: the swap only
+      [31, 8, 8, 0, 0], // in place only
+      [12, 20, 36, 3, 3], // B batched: in place only
     ];
-    let transposed = 0;
-    for (const [M, N, K, batchA, batchB] of cases) {
-      const plan = transposesBFirst(ctx, { N, K, rows: M * Math.max(batchA, 1), transB: true, bShared: batchB === 0 });
-      if (plan) transposed++;
-      const before = ctx.stats.dispatches;
-      await check({ ...plain, M, N, K, batchA, batchB, transA: false, transB: true, version: 'default' }, M + N + K);
-      await check({ ...plain, M, N, K, batchA, batchB, transA: true, transB: true, version: 'default', bias: true, activation: 'gelu', alpha: 0.5, beta: 0.25 }, 3);
-      expect(ctx.stats.dispatches - before).toBe(plan ? 4 : 2); // the transpose is one more dispatch
+    const seen = new Set<TransposedBPlan>();
+    const perMatmul = (plan: TransposedBPlan, transA: boolean) => (plan === 'read-in-place' || (plan === 'transpose-a-swap' && transA) ? 1 : 2);
+    try {
+      for (const [M, N, K, batchA, batchB] of cases) {
+        for (const transA of [false, true]) {
+          const rows = transA ? M : M * Math.max(batchA, 1);
+          const plans = transposedBPlans(ctx, { rows, N, K, transA, transB: true, bShared: batchB === 0 });
+          for (const plan of plans) {
+            seen.add(plan);
+            matmulConfig.transposedB = plan;
+            const before = ctx.stats.dispatches;
+            await check({ ...plain, M, N, K, batchA, batchB, transA, transB: true, version: 'default' }, M + N + K);
+            await check({ ...plain, M, N, K, batchA, batchB, transA, transB: true, version: 'default', bias: true, activation: 'gelu', alpha: 0.5, beta: 0.25 }, 3);
+            expect(ctx.stats.dispatches - before, `${plan} ${M}x${N}x${K} transA=${transA}`).toBe(2 * perMatmul(plan, transA));
+          }
+        }
+      }
+    } finally {
+      matmulConfig.transposedB = 'auto';
     }
-    if (ctx.caps.software) expect(transposed).toBe(4);
+    if (ctx.caps.software) expect([...seen].sort()).toEqual(['read-in-place', 'transpose-a-swap', 'transpose-b']);
     else {
-      expect(transposed).toBe(0);
-      console.log('matmul: not a software adapter; B [N,K] is read in place (the transpose-first path is for CPU adapters)');
+      expect([...seen]).toEqual(['read-in-place']);
+      console.log('matmul: not a software adapter; B [N,K] is read in place (the transpose plans are for CPU adapters)');
     }
   }, 600_000);
+
+  it('adds the low-rank term on the swapped plan too (V [N,r]; V [r,N] falls back)', async () => {
+    const [M, N, K, r] = [24, 44, 37, 5];
+    const R = rng(78);
+    const f = (n: number) => Array.from(randomArray(n, R), Math.fround);
+    const [a, w, u, v, bias] = [f(M * K), f(N * K), f(M * r), f(N * r), f(N)];
+    const base = matmulRef({ a, b: w, bias, M, N, K, transB: true, alpha: 0.5 });
+    const want = base.map((x, i) => {
+      let acc = 0;
+      for (let j = 0; j < r; j++) acc += u[Math.floor(i / N) * r + j]! * v[(i % N) * r + j]!;
+      return x + 1.5 * acc;
+    });
+    try {
+      for (const vTransposed of [false, true]) {
+        const vData = vTransposed ? Array.from({ length: N * r }, (_, i) => v[(i % N) * r + Math.floor(i / N)]!) : v;
+        for (const plan of ['transpose-a-swap', 'transpose-b', 'read-in-place'] as const) {
+          matmulConfig.transposedB = plan;
+          await ctx.scopeAsync(async () => {
+            const C = matmul(ctx, ctx.tensor(a, [M, K]), ctx.tensor(w, [N, K]), {
+              transB: true,
+              alpha: 0.5,
+              bias: ctx.tensor(bias, [N]),
+              lowRank: { u: ctx.tensor(u, [M, r]), v: ctx.tensor(vData, vTransposed ? [r, N] : [N, r]), scale: 1.5, vTransposed },
+            });
+            expectClose(await C.read(), want, { atol: 1e-5 * Math.sqrt(K), rtol: 1e-4 }, `lowRank ${plan} vT=${vTransposed}`);
+          });
+        }
+      }
+    } finally {
+      matmulConfig.transposedB = 'auto';
+    }
+    if (ctx.caps.software) {
+      expect(transposedBPlans(ctx, { rows: M, N, K, transA: false, transB: true, bShared: true, lowRankVT: false })).toContain('transpose-a-swap');
+      expect(transposedBPlans(ctx, { rows: M, N, K, transA: false, transB: true, bShared: true, lowRankVT: true })).not.toContain('transpose-a-swap');
+    }
+  });
+
+  it('by default swaps for few rows on a CPU adapter (where the lanes stay busy), else transposes B, or reads it in place below 32 rows', () => {
+    const p = (rows: number, N: number, K: number, transA = false) => transposedBPlan(ctx, { rows, N, K, transA, transB: true, bShared: true });
+    if (ctx.caps.software) {
+      expect(p(64, 1024, 1024)).toBe('transpose-a-swap'); // x·Wᵀ for a batch of tokens: transpose x
+      expect(p(2048, 1024, 1024)).toBe('transpose-b'); // more rows than W: transpose W
+      expect(p(512, 1024, 1024)).toBe('transpose-b'); // the swapped product slows as rows grow
+      expect(p(256, 1024, 1024, true)).toBe('transpose-a-swap'); // A [K,M] already is op(A)ᵀ
+      expect(p(62, 1024, 1024)).toBe('transpose-b'); // rows % 4 != 0
+      expect(p(96, 1024, 1024)).toBe('transpose-b'); // Cᵀ would leave a quarter of the lanes idle
+      expect(p(128, 1024, 1024)).toBe('transpose-a-swap');
+      expect(p(16, 1024, 1024)).toBe('read-in-place'); // too few rows for either rewrite
+      expect(p(16, 1024, 1024, true)).toBe('read-in-place');
+    } else {
+      expect(p(64, 1024, 1024)).toBe('read-in-place');
+    }
+  });
 
   it('picks regblock4 on a software adapter only where it applies', () => {
     if (ctx.caps.software) {
