@@ -23,7 +23,7 @@ import { crossEntropy, softmax } from '../src/kernels/softmax.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
 import { loraSuite } from './lora.js';
-import { jaxStep, stepSuite, tfjsStep } from './step.js';
+import { jaxStep, stepRatioSuite, stepSuite, tfjsStep } from './step.js';
 import { jaxMatmul, tfjsMatmul } from './peers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -40,6 +40,8 @@ const { values: args } = parseArgs({
     'dawn-polling': { type: 'boolean', default: false },
     // Print the GPU time of each dispatch of one LoRA training step.
     profile: { type: 'boolean', default: false },
+    // Rounds of the interleaved step ratio against tfjs-webgpu (suites step and peers).
+    'ratio-rounds': { type: 'string', default: '10' },
   },
 });
 const sizes = args.sizes!.split(',').map(Number);
@@ -226,6 +228,11 @@ async function main(): Promise<void> {
       peers.push(['tfjs-webgpu step', () => tfjsStep(maxTime)]);
       peers.push(['jax-js step', () => jaxStep(maxTime)]);
       peers.push(['jax-js wasm step', () => jaxStep(maxTime, 'wasm')]);
+      peers.push(['step ratio', async () => {
+        const r: Row[] = [];
+        await stepRatioSuite(ctx, r, Number(args['ratio-rounds']), 0.5);
+        return r;
+      }]);
     }
     for (const [name, peer] of peers) {
       try {

@@ -12,37 +12,49 @@ import { initLora, LoraLayer, type WeightLayout } from '../src/kernels/lora.js';
 import { uniform } from '../src/kernels/random.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import type { Row } from './lib.js';
-import { wallTime } from './lib.js';
+import { median, wallTime } from './lib.js';
 import { loadJaxWebgpu, loadTfjsWebgpu } from './peers.js';
 
 const [B, D, R] = [64, 1024, 8];
 const FLOPS = 2 * B * D * D + 2 * B * D * R * 4 + 2 * B * D * R; // forward, dA/dB/du, u
 
+/** Our LoRA step with W stored `layout`: `step` runs one (loss read back), `encodeStep` encodes one. */
+function ourStep(ctx: GpuContext, layout: WeightLayout) {
+  const W0 = uniform(ctx, ctx.empty([D, D]), { seed: 1, lo: -0.03, hi: 0.03 });
+  const W = layout === 'KN' ? transpose(ctx, W0) : W0;
+  const layer = new LoraLayer(ctx, { W, wLayout: layout, rank: R, alpha: 16 });
+  initLora(ctx, layer, { seed: 2 });
+  requiresGrad(layer.A);
+  requiresGrad(layer.B);
+  const x = uniform(ctx, ctx.empty([B, D]), { seed: 3, lo: -1, hi: 1 });
+  const target = uniform(ctx, ctx.empty([B, D]), { seed: 4, lo: -1, hi: 1 });
+  const opt = new AdamW(ctx, [{ params: layer.A }, { params: layer.B }], { lr: 1e-3 });
+  // One training step, encoded (not submitted); returns the loss.
+  const encodeStep = () =>
+    ctx.scope(() => {
+      const l = mse(ctx, loraLinear(ctx, x, layer), target);
+      backward(ctx, l);
+      opt.step(1, [grad(layer.A), grad(layer.B)]);
+      zeroGrad([layer.A, layer.B]);
+      return l;
+    });
+  const step = async () => {
+    const loss = encodeStep();
+    await loss.read();
+    loss.dispose();
+  };
+  const dispose = () => {
+    opt.dispose();
+    for (const t of new Set([W0, W, layer.A, layer.B, x, target])) t.dispose();
+  };
+  return { step, encodeStep, dispose };
+}
+
+const layoutName = (layout: WeightLayout) => `W stored ${layout === 'NK' ? '[N,K] (torch)' : '[K,N]'}`;
+
 export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number, profile = false): Promise<void> {
   for (const layout of ['NK', 'KN'] as WeightLayout[]) {
-    const W0 = uniform(ctx, ctx.empty([D, D]), { seed: 1, lo: -0.03, hi: 0.03 });
-    const W = layout === 'KN' ? transpose(ctx, W0) : W0;
-    const layer = new LoraLayer(ctx, { W, wLayout: layout, rank: R, alpha: 16 });
-    initLora(ctx, layer, { seed: 2 });
-    requiresGrad(layer.A);
-    requiresGrad(layer.B);
-    const x = uniform(ctx, ctx.empty([B, D]), { seed: 3, lo: -1, hi: 1 });
-    const target = uniform(ctx, ctx.empty([B, D]), { seed: 4, lo: -1, hi: 1 });
-    const opt = new AdamW(ctx, [{ params: layer.A }, { params: layer.B }], { lr: 1e-3 });
-    // One training step, encoded (not submitted); returns the loss.
-    const encodeStep = () =>
-      ctx.scope(() => {
-        const l = mse(ctx, loraLinear(ctx, x, layer), target);
-        backward(ctx, l);
-        opt.step(1, [grad(layer.A), grad(layer.B)]);
-        zeroGrad([layer.A, layer.B]);
-        return l;
-      });
-    const step = async () => {
-      const loss = encodeStep();
-      await loss.read();
-      loss.dispose();
-    };
+    const { step, encodeStep, dispose } = ourStep(ctx, layout);
     await step();
     const submits = ctx.stats.submits;
     await step();
@@ -51,15 +63,14 @@ export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number, p
     if (profile) await printProfile(ctx, layout, encodeStep);
     rows.push({
       suite: 'lora step',
-      name: `webgpu-lora, W stored ${layout === 'NK' ? '[N,K] (torch)' : '[K,N]'}`,
+      name: `webgpu-lora, ${layoutName(layout)}`,
       work: { flops: FLOPS },
       wallMs: ms,
       gpuMs: null,
       note: `${(1000 / ms).toFixed(1)} steps/s, ${perStep} submit per step`,
     });
     console.error(`  lora step ${layout}: ${(1000 / ms).toFixed(1)} steps/s`);
-    opt.dispose();
-    for (const t of new Set([W0, W, layer.A, layer.B, x, target])) t.dispose();
+    dispose();
   }
 }
 
@@ -88,26 +99,36 @@ async function printProfile(ctx: GpuContext, layout: string, body: () => { dispo
   console.error(`    ${'total'.padEnd(51)} ${total.toFixed(3)} (${runs[0]!.length} dispatches)`);
 }
 
+/** tfjs-webgpu's same step: W [N,K] used as x·Wᵀ, or pre-transposed [K,N] (`pre`). */
+function tfjsStepOf(tf: Awaited<ReturnType<typeof loadTfjsWebgpu>>, pre: boolean) {
+  const W = tf.randomUniform([D, D], -0.03, 0.03);
+  const A = tf.variable(tf.randomUniform([R, D], -1 / 32, 1 / 32));
+  const Bv = tf.variable(tf.zeros([D, R]));
+  const x = tf.randomUniform([B, D], -1, 1);
+  const target = tf.randomUniform([B, D], -1, 1);
+  const opt = tf.train.adam(1e-3);
+  const s = 16 / R;
+  const step = async () => {
+    const cost = opt.minimize(() => {
+      const base = tf.matMul(x, W, false, !pre);
+      const low = tf.matMul(tf.matMul(x, A, false, true), Bv, false, true).mul(s);
+      return tf.losses.meanSquaredError(target, base.add(low)) as ReturnType<typeof tf.scalar>;
+    }, true, [A, Bv]);
+    await cost!.data();
+    cost!.dispose();
+  };
+  const dispose = () => {
+    for (const t of [W, A, Bv, x, target]) t.dispose();
+    opt.dispose();
+  };
+  return { step, dispose };
+}
+
 export async function tfjsStep(maxTime: number): Promise<Row[]> {
   const tf = await loadTfjsWebgpu();
   const rows: Row[] = [];
   for (const pre of [false, true]) {
-    const W = tf.randomUniform([D, D], -0.03, 0.03);
-    const A = tf.variable(tf.randomUniform([R, D], -1 / 32, 1 / 32));
-    const Bv = tf.variable(tf.zeros([D, R]));
-    const x = tf.randomUniform([B, D], -1, 1);
-    const target = tf.randomUniform([B, D], -1, 1);
-    const opt = tf.train.adam(1e-3);
-    const s = 16 / R;
-    const step = async () => {
-      const cost = opt.minimize(() => {
-        const base = tf.matMul(x, W, false, !pre);
-        const low = tf.matMul(tf.matMul(x, A, false, true), Bv, false, true).mul(s);
-        return tf.losses.meanSquaredError(target, base.add(low)) as ReturnType<typeof tf.scalar>;
-      }, true, [A, Bv]);
-      await cost!.data();
-      cost!.dispose();
-    };
+    const { step, dispose } = tfjsStepOf(tf, pre);
     await step();
     const ms = await wallTime(`tfjs step ${pre}`, step, maxTime);
     rows.push({
@@ -118,9 +139,53 @@ export async function tfjsStep(maxTime: number): Promise<Row[]> {
       gpuMs: null,
       note: `${(1000 / ms).toFixed(1)} steps/s (peer)`,
     });
-    for (const t of [W, A, Bv, x, target]) t.dispose();
+    dispose();
   }
   return rows;
+}
+
+/**
+ * Our step against tfjs-webgpu's, interleaved: `rounds` rounds, each timing both (in
+ * alternating order) for `roundTime` s, and the ratio of their steps/s taken within the
+ * round. The machine's speed drifts between runs and within one; sequential suites put
+ * minutes between the two measurements, a round puts a second.
+ */
+export async function stepRatioSuite(ctx: GpuContext, rows: Row[], rounds: number, roundTime: number): Promise<void> {
+  const tf = await loadTfjsWebgpu();
+  const pairs: [WeightLayout, boolean, string][] = [
+    ['NK', false, 'both given W [N,K]: x·Wᵀ'],
+    ['KN', true, 'both given W [K,N]: x·W'],
+  ];
+  for (const [layout, pre, what] of pairs) {
+    const ours = ourStep(ctx, layout);
+    const peer = tfjsStepOf(tf, pre);
+    await ours.step();
+    await peer.step();
+    const ratios: number[] = [];
+    const oursMs: number[] = [];
+    const peerMs: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const first = r % 2 === 0;
+      const a = await wallTime(`ratio ${layout} ${r} ${first ? 'ours' : 'tfjs'}`, first ? ours.step : peer.step, roundTime);
+      const b = await wallTime(`ratio ${layout} ${r} ${first ? 'tfjs' : 'ours'}`, first ? peer.step : ours.step, roundTime);
+      const [o, p] = first ? [a, b] : [b, a];
+      oursMs.push(o);
+      peerMs.push(p);
+      ratios.push(p / o);
+    }
+    ours.dispose();
+    peer.dispose();
+    const sorted = [...ratios].sort((x, y) => x - y);
+    rows.push({
+      suite: 'lora step ratio',
+      name: `webgpu-lora / tfjs-webgpu, ${what}`,
+      work: { flops: FLOPS },
+      wallMs: median(oursMs),
+      gpuMs: null,
+      note: `${median(ratios).toFixed(2)}× (rounds ${sorted[0]!.toFixed(2)}–${sorted[sorted.length - 1]!.toFixed(2)}, ${rounds}); ${(1000 / median(oursMs)).toFixed(1)} vs ${(1000 / median(peerMs)).toFixed(1)} steps/s`,
+    });
+    console.error(`  step ratio ${layout}: median ${median(ratios).toFixed(2)}× over ${rounds} rounds [${ratios.map((x) => x.toFixed(2)).join(', ')}]`);
+  }
 }
 
 /**
