@@ -38,11 +38,17 @@ function serialTail(ctx: GpuContext): boolean {
   return reduceConfig.tail === 'auto' ? ctx.caps.software : reduceConfig.tail === 'serial';
 }
 
+/** Whether reduce_rows4 (vec4 loads) serves rows of `cols` over n elements: rows are whole vec4s. */
+export function reducesByVec4(n: number, cols: number): boolean {
+  return cols % 4 === 0 && n % 4 === 0;
+}
+
 function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: ReduceOp, scale: number, out: Tensor, y?: Tensor): void {
   const rows = Math.ceil(n / cols);
-  ctx.dispatch(reduceModule(x.dtype), 'reduce_rows', {
+  const v4 = reducesByVec4(n, cols);
+  ctx.dispatch(reduceModule(x.dtype), v4 ? 'reduce_rows4' : 'reduce_rows', {
     // y is read only by OP 3; the others bind x in its place.
-    bindings: { x, y: y ?? x, out },
+    bindings: v4 ? { x4: x, y4: y ?? x, out } : { x, y: y ?? x, out },
     params: { n, cols, rows, scale },
     constants: { OP: op, SERIAL_TAIL: serialTail(ctx) },
     workgroups: grid2d(ctx, rows, 'reduce'),

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
 import { roundHalf } from '../../src/gpu/half.js';
-import { maxAbs, mean, type ReduceAxis, reduceConfig, sum, sumSquaredDiff, sumSquares } from '../../src/kernels/reduce.js';
+import { maxAbs, mean, type ReduceAxis, reduceConfig, reducesByVec4, sum, sumSquaredDiff, sumSquares } from '../../src/kernels/reduce.js';
 import { type ReduceRefOp, reduceRowsRef } from '../../src/kernels/reduce.ref.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
@@ -31,7 +31,7 @@ describe.each(['serial', 'tree'] as const)('reductions against the f64 reference
   });
 
   it('over the last axis', async () => {
-    for (const shape of [[1], [7], [3, 1], [5, 257], [33, 1000], [2, 3, 4099]]) {
+    for (const shape of [[1], [7], [3, 1], [4], [5, 257], [7, 12], [33, 1000], [2, 3, 4099]]) {
       const n = shape.reduce((a, b) => a * b, 1);
       const x = Array.from(randomArray(n, rng(n)), Math.fround);
       const y = Array.from(randomArray(n, rng(n + 1)), Math.fround);
@@ -49,7 +49,7 @@ describe.each(['serial', 'tree'] as const)('reductions against the f64 reference
   });
 
   it('over everything, one pass and two passes', async () => {
-    for (const n of [1, 4096, 4097, 100_003]) {
+    for (const n of [1, 4096, 4097, 65_536, 100_003]) {
       const x = Array.from(randomArray(n, rng(n + 5)), Math.fround);
       const y = Array.from(randomArray(n, rng(n + 6)), Math.fround);
       await ctx.scopeAsync(async () => {
@@ -62,6 +62,12 @@ describe.each(['serial', 'tree'] as const)('reductions against the f64 reference
         }
       });
     }
+  });
+
+  it('the cases above run both entries: vec4 rows (reduce_rows4) and scalar rows', () => {
+    // [7,12], [33,1000], n = 4096 and 65 536 (both passes) are whole vec4s; 257, 4099, 4097 are not.
+    expect([reducesByVec4(84, 12), reducesByVec4(33_000, 1000), reducesByVec4(65_536, 4096), reducesByVec4(16, 16)]).toEqual([true, true, true, true]);
+    expect([reducesByVec4(1285, 257), reducesByVec4(24_594, 4099), reducesByVec4(4097, 4096), reducesByVec4(2, 2)]).toEqual([false, false, false, false]);
   });
 
   it('sumSquaredDiff refuses a y of another shape or dtype', () => {
