@@ -158,18 +158,20 @@ export function loraDown(ctx: GpuContext, x: Tensor, A: Tensor, scale = 1, o: { 
 
 /**
  * dB = scale · dyᵀ·u for dy [M,N] and u [M,r], shaped [N,r]: lora.wgsl's lora_b_grad (a lane
- * per row of dB) for r ≤ 16, else the matmul family.
+ * per row of dB; lora_b_grad4, 4 rows per lane, where N % 4 == 0) for r ≤ 16, else the matmul
+ * family.
  */
 export function loraBGrad(ctx: GpuContext, dy: Tensor, u: Tensor, scale = 1): Tensor {
   const [M, N] = dy.shape as [number, number];
   const r = u.shape[1]!;
   if (r > LORA_DOWN_MAX_RANK) return matmul(ctx, dy, u, { transA: true, alpha: scale });
   const db = ctx.empty([N, r], dy.dtype, 'lora.dB');
-  ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, dy.dtype), 'lora_b_grad', {
-    bindings: { dy, uu: u, db },
+  const v4 = N % 4 === 0;
+  ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, dy.dtype), v4 ? 'lora_b_grad4' : 'lora_b_grad', {
+    bindings: v4 ? { dy4: dy, uu: u, db } : { dy, uu: u, db },
     params: { M, N, scale },
     constants: { RANK: r },
-    workgroups: grid2d(ctx, Math.ceil(N / 64), 'loraBGrad'),
+    workgroups: grid2d(ctx, Math.ceil(N / (v4 ? 256 : 64)), 'loraBGrad'),
   });
   return db;
 }

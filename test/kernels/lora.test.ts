@@ -110,7 +110,8 @@ describe('LoRA layer against the f64 reference', () => {
   });
 
   it('the skinny dB = s·dyᵀ·u kernel (r ≤ 16) and its matmul fallback match the reference', async () => {
-    for (const [M, N, r] of [[1, 1, 1], [9, 70, 5], [257, 33, 16], [10, 40, 17], [64, 1024, 8], [3, 65, 2]] as const) {
+    // N % 4 == 0 runs lora_b_grad4 (36: a partial workgroup; 1024: several), the others lora_b_grad.
+    for (const [M, N, r] of [[1, 1, 1], [9, 70, 5], [257, 33, 16], [10, 40, 17], [64, 1024, 8], [3, 65, 2], [7, 36, 3], [2, 4, 16], [5, 300, 1]] as const) {
       const dy = Array.from(randomArray(M * N, rng(M + N)), Math.fround);
       const u = Array.from(randomArray(M * r, rng(r + 3)), Math.fround);
       const want = matmulRef({ a: dy, b: u, M: N, N: r, K: M, transA: true, alpha: -0.75 });
