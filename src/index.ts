@@ -17,6 +17,7 @@ export * from './kernels/lora.js';
 export * from './kernels/maskedGrad.js';
 export * from './kernels/random.js';
 export * from './optim/optimizer.js';
+export { ParamArena } from './optim/arena.js';
 export * as autograd from './autograd/ops.js';
 export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, zeroGrad } from './autograd/tape.js';
 export * from './kernels/softmax.js';

@@ -312,10 +312,10 @@ export class GpuContext {
       new Uint8Array(staging.getMappedRange()).set(bytes);
       staging.unmap();
       this.endPass();
-      this.encoder_.copyBufferToBuffer(staging, 0, buf, 0, bytes.byteLength);
+      this.encoder_.copyBufferToBuffer(staging, 0, buf, t.byteOffset, bytes.byteLength);
       this.afterSubmitDestroy.push(staging);
     } else {
-      this.queue.writeBuffer(buf, 0, bytes);
+      this.queue.writeBuffer(buf, t.byteOffset, bytes);
     }
   }
 
@@ -324,7 +324,7 @@ export class GpuContext {
     const buf = t.buffer('read');
     const size = Math.ceil(t.byteLength / 4) * 4;
     const staging = this.device.createBuffer({ size, usage: MAP_READ_USAGE, label: `read ${t.label}` });
-    this.encoder().copyBufferToBuffer(buf, 0, staging, 0, size);
+    this.encoder().copyBufferToBuffer(buf, t.byteOffset, staging, 0, size);
     this.flush();
     try {
       await this.gpuWait(() => staging.mapAsync(MAP_MODE_READ));
@@ -551,9 +551,11 @@ export class GpuContext {
         if (want && want !== r.dtype) {
           throw new DTypeError(`${where}: binding '${b.name}' is array<${b.elementType}>, got tensor '${r.label}' of dtype ${r.dtype}`);
         }
-        // Rounded up to 16 bytes (inside the pooled buffer, whose size classes are multiples of 16),
-        // so kernels may view any tensor as vec4s; the padding past `size` is scratch.
-        size = Math.min(buffer.size, Math.ceil(r.byteLength / 16) * 16);
+        // Rounded up to 16 bytes (inside the pooled buffer, whose size classes are multiples of 16,
+        // or the window's slot, which ParamArena pads to the offset alignment), so kernels may view
+        // any tensor as vec4s; the padding past `size` is scratch.
+        offset = r.byteOffset;
+        size = Math.min(buffer.size - offset, Math.ceil(r.byteLength / 16) * 16);
       } else if ('buffer' in r && !('usage' in r)) {
         buffer = r.buffer;
         offset = r.offset ?? 0;
@@ -703,6 +705,15 @@ export class GpuContext {
   /** True while work is encoded and not yet submitted. */
   get pending(): boolean {
     return this.encoder_ !== null;
+  }
+
+  /**
+   * Destroy a raw buffer (a kernel's index list, mask, table) once nothing encoded can still
+   * use it: now if no work is pending, else right after the pending work is submitted.
+   */
+  destroyAfterSubmit(buf: GPUBuffer): void {
+    if (this.encoder_) this.afterSubmitDestroy.push(buf);
+    else buf.destroy();
   }
 
   /** Submit everything encoded so far as one command buffer (uniform ring written first). */

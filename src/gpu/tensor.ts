@@ -40,6 +40,11 @@ export class Tensor {
     readonly label: string,
     /** Set for a view: the tensor that owns the storage. */
     readonly parent: Tensor | null = null,
+    /**
+     * Where the data starts in the buffer: 0, or for a window into a larger tensor (a slot of a
+     * ParamArena) a multiple of the device's minStorageBufferOffsetAlignment.
+     */
+    readonly byteOffset = 0,
   ) {
     this.size = shapeSize(shape, label);
     this.buffer_ = buffer;
@@ -78,7 +83,27 @@ export class Tensor {
     const buf = this.buffer('view');
     const n = shapeSize(shape, `${this.label}.view`);
     if (n !== this.size) throw new ShapeError(`view: [${shape.join(',')}] has ${n} elements, tensor '${this.label}' [${this.shape.join(',')}] has ${this.size}`);
-    return new Tensor(this.ctx, buf, [...shape], this.dtype, `${this.label}.view`, this.parent ?? this);
+    return new Tensor(this.ctx, buf, [...shape], this.dtype, `${this.label}.view`, this.parent ?? this, this.byteOffset);
+  }
+
+  /**
+   * A window of this tensor's storage: `shape` elements from byte `byteOffset` on, without a
+   * copy (the slots of a ParamArena). Like a view it does not own the storage. The offset must
+   * be a multiple of the device's minStorageBufferOffsetAlignment (so the window can be bound)
+   * and the window must lie inside this tensor.
+   */
+  window(byteOffset: number, shape: readonly number[], label = `${this.label}.window`): Tensor {
+    const buf = this.buffer('window');
+    const n = shapeSize(shape, label);
+    const align = this.ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256;
+    if (!Number.isInteger(byteOffset) || byteOffset < 0 || byteOffset % align !== 0) {
+      throw new ShapeError(`window: byteOffset ${byteOffset} into '${this.label}', expected a multiple of minStorageBufferOffsetAlignment ${align}`);
+    }
+    const end = byteOffset + n * bytesPerElement(this.dtype);
+    if (end > this.byteLength) {
+      throw new ShapeError(`window: [${shape.join(',')}] at byte ${byteOffset} ends at byte ${end}, past the ${this.byteLength} bytes of '${this.label}'`);
+    }
+    return new Tensor(this.ctx, buf, [...shape], this.dtype, label, this.parent ?? this, this.byteOffset + byteOffset);
   }
 
   /** @internal hand the storage to another tensor (ctx.reshape); this one reads as disposed. */

@@ -69,7 +69,7 @@ export class TokenIds {
   }
 
   dispose(): void {
-    this.aux.destroy();
+    this.ctx.destroyAfterSubmit(this.aux);
   }
 }
 

@@ -85,7 +85,7 @@ export function flatten(ctx: GpuContext, tensors: readonly Tensor[]): Tensor {
   const { offsets, elements, dtype } = arenaLayout(tensors, 'flatten');
   const flat = ctx.empty([elements], dtype, 'arena');
   const enc = ctx.encoder();
-  tensors.forEach((t, i) => enc.copyBufferToBuffer(t.buffer(), 0, flat.buffer(), offsets[i]!, Math.ceil(t.byteLength / 4) * 4));
+  tensors.forEach((t, i) => enc.copyBufferToBuffer(t.buffer(), t.byteOffset, flat.buffer(), flat.byteOffset + offsets[i]!, Math.ceil(t.byteLength / 4) * 4));
   return flat;
 }
 
@@ -95,5 +95,5 @@ export function unflatten(ctx: GpuContext, flat: Tensor, tensors: readonly Tenso
   checkTensor('unflatten', 'flat', flat, tensors[0]!.dtype);
   if (flat.size !== elements) throw new ShapeError(`unflatten: flat has ${flat.size} elements, the tensors' arena needs ${elements}`);
   const enc = ctx.encoder();
-  tensors.forEach((t, i) => enc.copyBufferToBuffer(flat.buffer(), offsets[i]!, t.buffer(), 0, Math.ceil(t.byteLength / 4) * 4));
+  tensors.forEach((t, i) => enc.copyBufferToBuffer(flat.buffer(), flat.byteOffset + offsets[i]!, t.buffer(), t.byteOffset, Math.ceil(t.byteLength / 4) * 4));
 }

@@ -164,7 +164,7 @@ export class GradMask {
   }
 
   dispose(): void {
-    for (const { mask } of this.perVersion.values()) mask.aux.destroy();
+    for (const { mask } of this.perVersion.values()) this.ctx.destroyAfterSubmit(mask.aux);
     this.perVersion.clear();
     this.disposed = true;
   }

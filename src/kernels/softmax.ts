@@ -147,7 +147,7 @@ export function crossEntropy(ctx: GpuContext, logits: Tensor, target: XentTarget
     });
   });
   const loss = ctx.empty([1], 'f32', 'crossEntropy.loss');
-  ctx.encoder().copyBufferToBuffer(stats.buffer(), 0, loss.buffer(), 0, 4);
+  ctx.encoder().copyBufferToBuffer(stats.buffer(), stats.byteOffset, loss.buffer(), loss.byteOffset, 4);
   return { loss, saved: { target, opts, lse, stats } };
 }
 

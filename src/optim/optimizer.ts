@@ -1,7 +1,9 @@
 /**
- * Fused optimizers over flat parameter arenas (src/wgsl/optim.wgsl): one dispatch per
- * parameter group per step, state allocated once, global-norm clipping computed on the GPU.
- * `step()` only encodes; the training step's single submit carries it.
+ * Fused optimizers (src/wgsl/optim.wgsl): state allocated once, global-norm clipping computed
+ * on the GPU, and `step()` only encodes (the training step's single submit carries it).
+ * Parameters that are windows of one ParamArena (src/optim/arena.ts) are updated by one
+ * dispatch for all groups, each group with its own lr and weight decay; other parameters get
+ * a dispatch each.
  *
  * ```ts
  * // LoRA+: B learns 16× faster than A.
@@ -15,11 +17,11 @@ import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { add, fill } from '../kernels/elementwise.js';
 import { sumSquares } from '../kernels/reduce.js';
-import { checkFinite as finite, grid2d } from '../kernels/util.js';
+import { checkFinite as finite, grid2d, uploadU32 } from '../kernels/util.js';
 import { wgsl } from '../wgsl/sources.js';
 
 export interface ParamGroup {
-  /** Parameters, f32 (a flat arena or any tensor), updated in place. */
+  /** Parameters, f32 (any tensor, or a window of a ParamArena), updated in place. */
   params: Tensor;
   /** Gradients of the same size, read at every step; or pass them to `step()` each time. */
   grads?: Tensor;
@@ -50,11 +52,43 @@ function optimModule(): KernelModule {
   return KernelModule.get('optim.wgsl', wgsl.optim);
 }
 
+const dummyTables = new WeakMap<GpuContext, GPUBuffer>();
+/** The group table bound (never read) by per-tensor dispatches. */
+function dummyTable(ctx: GpuContext): GPUBuffer {
+  let d = dummyTables.get(ctx);
+  if (!d) {
+    d = uploadU32(ctx, new Uint32Array(0), 'optimizer groups (unused)');
+    dummyTables.set(ctx, d);
+  }
+  return d;
+}
+
+/**
+ * The storage all groups are windows (or views) of, if they are: a ParamArena's, or any
+ * tensor's. Groups that overlap in it are refused (they would be updated twice).
+ */
+function arenaOf(name: string, groups: readonly ParamGroup[]): { storage: Tensor } | null {
+  const storage = groups[0]!.params.parent;
+  if (!storage || !groups.every((g) => g.params.parent === storage)) return null;
+  const ranges = groups.map((g, i) => ({ i, start: g.params.byteOffset, end: g.params.byteOffset + g.params.byteLength })).sort((a, b) => a.start - b.start);
+  for (let k = 1; k < ranges.length; k++) {
+    if (ranges[k]!.start < ranges[k - 1]!.end) {
+      throw new ArgumentError(`${name}: groups[${ranges[k - 1]!.i}] and groups[${ranges[k]!.i}] share storage (overlapping windows of '${storage.label}'); give each parameter once`);
+    }
+  }
+  return { storage };
+}
+
 abstract class Optimizer {
   /** Completed steps. */
   t = 0;
   protected readonly state: Tensor[][];
   private readonly norm: Tensor | null;
+  /** Set when every group is a window of one ParamArena's storage: one dispatch per step. */
+  private readonly arena: { storage: Tensor } | null;
+  private readonly flatState: Tensor[] = [];
+  private readonly gradArena: Tensor | null = null;
+  private readonly groupTable: GPUBuffer | null = null;
   /** Bound where the kernel declares a binding this configuration never touches (two: one read, one written). */
   private readonly unused: [Tensor, Tensor];
 
@@ -80,9 +114,27 @@ abstract class Optimizer {
       if (g.lr !== undefined) finite(name, `groups[${i}].lr`, g.lr, 0);
       if (g.weightDecay !== undefined) finite(name, `groups[${i}].weightDecay`, g.weightDecay, 0);
     });
-    this.state = groups.map((g) =>
-      Array.from({ length: stateSlots }, (_, k) => ctx.keep(fill(ctx, ctx.empty([g.params.size], 'f32', `${name}.state${k}`), 0))),
-    );
+    this.arena = arenaOf(name, groups);
+    if (this.arena) {
+      // One flat tensor per state slot over the whole arena; each group's state is a window.
+      const { storage } = this.arena;
+      this.flatState = Array.from({ length: stateSlots }, (_, k) => ctx.keep(fill(ctx, ctx.empty([storage.size], 'f32', `${name}.state${k}`), 0)));
+      this.state = groups.map((g) => this.flatState.map((f) => f.window(g.params.byteOffset - storage.byteOffset, [g.params.size])));
+      this.gradArena = ctx.keep(fill(ctx, ctx.empty([storage.size], 'f32', `${name}.grads`), 0));
+      const table = new Uint32Array(4 * groups.length);
+      const bits = new Float32Array(table.buffer);
+      groups.forEach((g, i) => {
+        const start = (g.params.byteOffset - storage.byteOffset) / 4;
+        table.set([start, start + g.params.size], 4 * i);
+        bits[4 * i + 2] = g.lr ?? opts.lr;
+        bits[4 * i + 3] = g.weightDecay ?? this.defaultWeightDecay(opts);
+      });
+      this.groupTable = uploadU32(ctx, table, `${name} groups`);
+    } else {
+      this.state = groups.map((g) =>
+        Array.from({ length: stateSlots }, (_, k) => ctx.keep(fill(ctx, ctx.empty([g.params.size], 'f32', `${name}.state${k}`), 0))),
+      );
+    }
     this.norm = opts.maxGradNorm !== undefined ? ctx.keep(ctx.empty([1], 'f32', `${name}.gradNormSq`)) : null;
     this.unused = [ctx.keep(ctx.empty([4], 'f32', `${name}.unused`)), ctx.keep(ctx.empty([4], 'f32', `${name}.unused`))];
   }
@@ -91,6 +143,10 @@ abstract class Optimizer {
   protected encodeNorm(): void {
     const norm = this.norm;
     if (!norm) return;
+    if (this.gradArena) {
+      sumSquares(this.ctx, this.gradArena, 'all', norm);
+      return;
+    }
     const n = this.groups.length;
     if (n === 1) {
       sumSquares(this.ctx, this.grads(0), 'all', norm);
@@ -124,20 +180,58 @@ abstract class Optimizer {
     return g;
   }
 
-  protected dispatch(entry: 'adamw_step' | 'sgd_step', i: number, params: Record<string, number>, constants: Record<string, boolean>): void {
-    const g = { params: this.groups[i]!.params, grads: this.grads(i) };
-    const [m, v, vmax] = this.state[i]!;
-    this.ctx.dispatch(optimModule(), entry, {
-      bindings: {
-        g: g.grads,
-        gnorm: this.norm ?? this.unused[0],
-        p: g.params,
-        m: m!,
-        ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
-      },
-      params: { n: g.params.size, maxNorm: this.opts.maxGradNorm ?? 0, ...params },
-      constants: { ...constants, CLIP: this.norm !== null },
-      workgroups: grid2d(this.ctx, Math.ceil(g.params.size / 256), this.name),
+  /** Weight decay when neither the group nor the options give one (AdamW 0.01, SGD 0, as torch). */
+  protected abstract defaultWeightDecay(opts: CommonOptions): number;
+
+  /**
+   * Encode the update of every group: one dispatch over the arena (each group's lr and weight
+   * decay from the group table, `lrScale` from the schedule), else one per group. `common` are
+   * the entry's params shared by all groups.
+   */
+  protected update(entry: 'adamw_step' | 'sgd_step', lrScale: number, common: Record<string, number>, constants: Record<string, boolean>): void {
+    const base = { maxNorm: this.opts.maxGradNorm ?? 0, ngroups: this.groups.length, ...common };
+    const consts = { ...constants, CLIP: this.norm !== null };
+    if (this.arena) {
+      const grads = this.gradArena!;
+      const enc = this.ctx.encoder();
+      this.groups.forEach((g, i) => {
+        const src = this.grads(i);
+        enc.copyBufferToBuffer(src.buffer(this.name), src.byteOffset, grads.buffer(this.name), g.params.byteOffset - this.arena!.storage.byteOffset, Math.ceil(src.byteLength / 4) * 4);
+      });
+      this.encodeNorm();
+      const [m, v, vmax] = this.flatState;
+      this.ctx.dispatch(optimModule(), entry, {
+        bindings: {
+          g: grads,
+          gnorm: this.norm ?? this.unused[0],
+          p: this.arena.storage,
+          m: m!,
+          ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
+          groups: this.groupTable!,
+        },
+        params: { ...base, n: this.arena.storage.size, lr: lrScale, weightDecay: 0 },
+        constants: { ...consts, ARENA: true },
+        workgroups: grid2d(this.ctx, Math.ceil(this.arena.storage.size / 256), this.name),
+      });
+      return;
+    }
+    this.encodeNorm();
+    this.groups.forEach((grp, i) => {
+      const g = { params: grp.params, grads: this.grads(i) };
+      const [m, v, vmax] = this.state[i]!;
+      this.ctx.dispatch(optimModule(), entry, {
+        bindings: {
+          g: g.grads,
+          gnorm: this.norm ?? this.unused[0],
+          p: g.params,
+          m: m!,
+          ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
+          groups: dummyTable(this.ctx),
+        },
+        params: { ...base, n: g.params.size, lr: (grp.lr ?? this.opts.lr) * lrScale, weightDecay: grp.weightDecay ?? this.defaultWeightDecay(this.opts) },
+        constants: { ...consts, ARENA: false },
+        workgroups: grid2d(this.ctx, Math.ceil(g.params.size / 256), this.name),
+      });
     });
   }
 
@@ -160,6 +254,9 @@ abstract class Optimizer {
 
   dispose(): void {
     for (const slots of this.state) for (const s of slots) s.dispose();
+    for (const s of this.flatState) s.dispose();
+    this.gradArena?.dispose();
+    if (this.groupTable) this.ctx.destroyAfterSubmit(this.groupTable);
     this.norm?.dispose();
     for (const u of this.unused) u.dispose();
   }
@@ -182,28 +279,18 @@ export class AdamW extends Optimizer {
   step(lrScale = 1, grads?: (Tensor | null | undefined)[]): void {
     finite('AdamW', 'lrScale', lrScale, 0);
     this.useGrads(grads);
-    this.encodeNorm();
     this.t++;
     const [b1, b2] = this.o.betas ?? [0.9, 0.999];
-    this.groups.forEach((g, i) => {
-      this.dispatch(
-        'adamw_step',
-        i,
-        {
-          first: this.t === 1 ? 1 : 0,
-          lr: (g.lr ?? this.o.lr) * lrScale,
-          beta1: b1,
-          beta2: b2,
-          eps: this.o.eps ?? 1e-8,
-          weightDecay: g.weightDecay ?? this.o.weightDecay ?? 0.01,
-          bc1: 1 - b1 ** this.t,
-          bc2: 1 - b2 ** this.t,
-          momentum: 0,
-          dampening: 0,
-        },
-        { AMSGRAD: this.o.amsgrad ?? false, MOMENTUM: false, NESTEROV: false },
-      );
-    });
+    this.update(
+      'adamw_step',
+      lrScale,
+      { first: this.t === 1 ? 1 : 0, beta1: b1, beta2: b2, eps: this.o.eps ?? 1e-8, bc1: 1 - b1 ** this.t, bc2: 1 - b2 ** this.t, momentum: 0, dampening: 0 },
+      { AMSGRAD: this.o.amsgrad ?? false, MOMENTUM: false, NESTEROV: false },
+    );
+  }
+
+  protected defaultWeightDecay(o: CommonOptions): number {
+    return o.weightDecay ?? 0.01;
   }
 }
 
@@ -219,28 +306,18 @@ export class SGD extends Optimizer {
   step(lrScale = 1, grads?: (Tensor | null | undefined)[]): void {
     finite('SGD', 'lrScale', lrScale, 0);
     this.useGrads(grads);
-    this.encodeNorm();
     this.t++;
     const momentum = this.o.momentum ?? 0;
-    this.groups.forEach((g, i) => {
-      this.dispatch(
-        'sgd_step',
-        i,
-        {
-          first: this.t === 1 ? 1 : 0,
-          lr: (g.lr ?? this.o.lr) * lrScale,
-          beta1: 0,
-          beta2: 0,
-          eps: 0,
-          weightDecay: g.weightDecay ?? this.o.weightDecay ?? 0,
-          bc1: 1,
-          bc2: 1,
-          momentum,
-          dampening: this.o.dampening ?? 0,
-        },
-        { AMSGRAD: false, MOMENTUM: momentum > 0, NESTEROV: this.o.nesterov ?? false },
-      );
-    });
+    this.update(
+      'sgd_step',
+      lrScale,
+      { first: this.t === 1 ? 1 : 0, beta1: 0, beta2: 0, eps: 0, bc1: 1, bc2: 1, momentum, dampening: this.o.dampening ?? 0 },
+      { AMSGRAD: false, MOMENTUM: momentum > 0, NESTEROV: this.o.nesterov ?? false },
+    );
+  }
+
+  protected defaultWeightDecay(o: CommonOptions): number {
+    return o.weightDecay ?? 0;
   }
 }
 

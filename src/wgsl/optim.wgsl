@@ -1,6 +1,11 @@
-// optim.wgsl — fused optimizer updates over flat parameter arenas, one dispatch per step
-// (per parameter group). All state is f32; formulas follow torch.optim.AdamW and SGD.
+// optim.wgsl — fused optimizer updates, one dispatch per parameter tensor, or (ARENA) one
+// dispatch for every group whose parameters are windows of one ParamArena. All state is f32;
+// formulas follow torch.optim.AdamW and SGD.
 //
+//   ARENA: p, g, m, v, vmax span the whole arena; `groups` holds each group's element range
+//   [start, end) and its lr and weight decay (bit-cast f32), and params.lr is the schedule's
+//   scale. An element outside every range (a gap between slots, or a parameter this optimizer
+//   does not own) is left alone.
 //   p, g, m, v, vmax: [n]; gnorm: [1], the global Σg² computed on the GPU (reduce.wgsl, OP = 2)
 //   when clipping, so clipping needs no CPU readback.
 //   The gradient used is g·clip with clip = min(1, maxNorm / (‖g‖ + 1e-6)) (CLIP), as
@@ -23,6 +28,7 @@ struct Params {
   momentum: f32,
   dampening: f32,
   maxNorm: f32,
+  ngroups: u32,
 }
 
 const WG = 256u;
@@ -30,6 +36,7 @@ override AMSGRAD: bool = false;
 override NESTEROV: bool = false;
 override MOMENTUM: bool = false;
 override CLIP: bool = false;
+override ARENA: bool = false;
 
 @group(0) @binding(0) var<storage, read> g: array<f32>;
 @group(0) @binding(1) var<storage, read> gnorm: array<f32>;
@@ -38,9 +45,24 @@ override CLIP: bool = false;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> vmax: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
+// ARENA: (start, end, lr bits, weight decay bits) per group, params.ngroups of them.
+@group(0) @binding(7) var<storage, read> groups: array<vec4<u32>>;
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return gid.x + gid.y * nwg.x * WG;
+}
+
+// (lr, weight decay) for element i: the group's in an arena (lr < 0: i is in no group), else
+// the dispatch's own.
+fn lr_wd(i: u32) -> vec2<f32> {
+  if (ARENA) {
+    for (var k = 0u; k < params.ngroups; k++) {
+      let g = groups[k];
+      if (i >= g.x && i < g.y) { return vec2<f32>(params.lr * bitcast<f32>(g.z), bitcast<f32>(g.w)); }
+    }
+    return vec2<f32>(-1.0, 0.0);
+  }
+  return vec2<f32>(params.lr, params.weightDecay);
 }
 
 fn clipped(i: u32) -> f32 {
@@ -52,8 +74,11 @@ fn clipped(i: u32) -> f32 {
 fn adamw_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = index(gid, nwg);
   if (i >= params.n) { return; }
+  let h = lr_wd(i);
+  if (h.x < 0.0) { return; }
+  let lr = h.x;
   let gi = clipped(i);
-  var pi = p[i] * (1.0 - params.lr * params.weightDecay);
+  var pi = p[i] * (1.0 - lr * h.y);
   let mi = params.beta1 * m[i] + (1.0 - params.beta1) * gi;
   let vi = params.beta2 * v[i] + (1.0 - params.beta2) * gi * gi;
   m[i] = mi;
@@ -63,7 +88,7 @@ fn adamw_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     vhat = max(vmax[i], vi);
     vmax[i] = vhat;
   }
-  pi -= params.lr * (mi / params.bc1) / (sqrt(vhat / params.bc2) + params.eps);
+  pi -= lr * (mi / params.bc1) / (sqrt(vhat / params.bc2) + params.eps);
   p[i] = pi;
 }
 
@@ -72,13 +97,15 @@ fn adamw_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = index(gid, nwg);
   if (i >= params.n) { return; }
+  let h = lr_wd(i);
+  if (h.x < 0.0) { return; }
   let pi = p[i];
-  var d = clipped(i) + params.weightDecay * pi;
+  var d = clipped(i) + h.y * pi;
   if (MOMENTUM) {
     var b = d;
     if (params.first == 0u) { b = params.momentum * m[i] + (1.0 - params.dampening) * d; }
     m[i] = b;
     if (NESTEROV) { d = d + params.momentum * b; } else { d = b; }
   }
-  p[i] = pi - params.lr * d;
+  p[i] = pi - h.x * d;
 }

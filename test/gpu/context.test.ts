@@ -89,6 +89,33 @@ describe('context', () => {
     expect(() => inner.buffer('use after using')).toThrow(DisposedError);
   });
 
+  it('windows of a tensor read, write and bind at their offset; neighbours are untouched', async () => {
+    await ctx.scopeAsync(async () => {
+      const align = ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256;
+      const slot = Math.ceil(32 / align) * align; // bytes per window here, room for 8 floats
+      const per = slot / 4;
+      const whole = zeros(ctx, [3 * per]);
+      const a = whole.window(0, [5]);
+      const b = whole.window(slot, [2, 3]);
+      const c = whole.window(2 * slot, [7]);
+      b.write([1, 2, 3, 4, 5, 6]);
+      expect(await b.toArray()).toEqual([1, 2, 3, 4, 5, 6]);
+      copy(ctx, ones(ctx, [7]), c); // a kernel writing a window
+      const sum = add(ctx, b.view([6]), full(ctx, [6], 10)); // a kernel reading one
+      expect(await sum.toArray()).toEqual([11, 12, 13, 14, 15, 16]);
+      expect(await a.toArray()).toEqual([0, 0, 0, 0, 0]);
+      const all = await whole.toArray();
+      expect(all.slice(per, per + 6)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(all.slice(2 * per, 2 * per + 7)).toEqual([1, 1, 1, 1, 1, 1, 1]);
+      expect(all.filter((v) => v !== 0).length).toBe(13); // nothing else written
+      expect(b.view([3, 2]).byteOffset).toBe(slot);
+      if (align > 4) expect(() => whole.window(4, [1])).toThrow(`window: byteOffset 4 into 'zeros', expected a multiple of minStorageBufferOffsetAlignment ${align}`);
+      expect(() => whole.window(2 * slot, [per + 1])).toThrow(/ends at byte .*, past the .* bytes of 'zeros'/);
+      // WebGPU forbids binding one buffer twice in a dispatch when either binding is written.
+      expect(() => copy(ctx, a, whole.window(2 * slot, [5]))).toThrow(/uses the same buffer as/);
+    });
+  });
+
   it('times work on the GPU: timeGpu brackets it, profile gives each dispatch with its kernel', async () => {
     await ctx.scopeAsync(async () => {
       // Big enough that its GPU time exceeds the timestamp granularity (lavapipe's is ~65 µs).

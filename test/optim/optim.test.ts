@@ -1,10 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
+import * as autograd from '../../src/autograd/ops.js';
+import { backward, grad, requiresGrad, zeroGrad } from '../../src/autograd/tape.js';
+import { LoraLayer } from '../../src/kernels/lora.js';
+import { ParamArena } from '../../src/optim/arena.js';
 import { AdamW, type ParamGroup, schedules, SGD } from '../../src/optim/optimizer.js';
 import { adamwRef, clipFactorRef, refGroup, sgdRef } from '../../src/optim/optimizer.ref.js';
+import type { Tensor } from '../../src/gpu/tensor.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
 let ctx: GpuContext;
+const fillT = (shape: number[], v: number) => ctx.tensor(new Array(shape.reduce((a, b) => a * b, 1)).fill(v), shape);
 beforeAll(async () => {
   ctx = await testContext();
 });
@@ -16,12 +22,26 @@ const TOL = { atol: 1e-6, rtol: 1e-5 };
 
 type Make = (groups: ParamGroup[]) => AdamW | SGD;
 
+/**
+ * How the parameters are stored: separate tensors (a dispatch each), or windows of one
+ * ParamArena (one dispatch for all groups), with a slot between them that no group owns and
+ * that must come out untouched.
+ */
+type Storage = 'tensors' | 'arena';
+
 /** Run the GPU optimizer and the f64 reference side by side, new random gradients each step. */
-async function compare(make: Make, lrs: number[], wd: number, refStep: (g: ReturnType<typeof refGroup>, grad: Float32Array, t: number, clip: number) => void, maxNorm?: number) {
+async function compare(storage: Storage, make: Make, lrs: number[], wd: number, refStep: (g: ReturnType<typeof refGroup>, grad: Float32Array, t: number, clip: number) => void, maxNorm?: number) {
   const R = rng(lrs.length * 7 + wd * 100);
   await ctx.scopeAsync(async () => {
     const init = SIZES.map((n) => randomArray(n, R));
-    const params = init.map((d, i) => ctx.tensor(d, [SIZES[i]!]));
+    const bystander = randomArray(70, R);
+    let params: Tensor[];
+    let arena: ParamArena | undefined;
+    if (storage === 'arena') {
+      arena = new ParamArena(ctx, [ctx.tensor(init[0]!, [SIZES[0]!]), [70], ctx.tensor(init[1]!, [SIZES[1]!])]);
+      arena.params[1]!.write(bystander);
+      params = [arena.params[0]!, arena.params[2]!];
+    } else params = init.map((d, i) => ctx.tensor(d, [SIZES[i]!]));
     const grads = SIZES.map((n) => ctx.empty([n]));
     const opt = make(params.map((p, i) => ({ params: p, grads: grads[i]!, lr: lrs[i] })));
     const refs = init.map((d, i) => refGroup(d, lrs[i]!, wd));
@@ -29,20 +49,30 @@ async function compare(make: Make, lrs: number[], wd: number, refStep: (g: Retur
       const g = SIZES.map((n) => randomArray(n, R, -2, 2));
       g.forEach((d, i) => grads[i]!.write(d));
       const submits = ctx.stats.submits;
+      const dispatches = ctx.stats.dispatches;
       opt.step();
       expect(ctx.stats.submits).toBe(submits); // step() only encodes
+      // One update dispatch over the arena, else one per group; clipping adds the norm: one
+      // reduction over the arena's gradients (one pass at these sizes), else one per group and
+      // the adds between them.
+      const updates = storage === 'arena' ? 1 : SIZES.length;
+      const norm = maxNorm === undefined ? 0 : storage === 'arena' ? 1 : 2 * SIZES.length - 1;
+      expect(ctx.stats.dispatches - dispatches).toBe(updates + norm);
       const clip = clipFactorRef(g, maxNorm);
       refs.forEach((r, i) => refStep(r, g[i]!, t, clip));
-      for (let i = 0; i < SIZES.length; i++) expectClose(await params[i]!.read(), refs[i]!.p, TOL, `step ${t} group ${i}`);
+      for (let i = 0; i < SIZES.length; i++) expectClose(await params[i]!.read(), refs[i]!.p, TOL, `${storage} step ${t} group ${i}`);
     }
+    if (arena) expect(Array.from(await arena.params[1]!.read())).toEqual(Array.from(bystander));
     opt.dispose();
+    arena?.dispose();
   });
 }
 
-describe('fused optimizers against torch update formulas (f64 reference, 12 steps)', () => {
+describe.each(['tensors', 'arena'] as const)('fused optimizers against torch update formulas (f64 reference, 12 steps), parameters as %s', (storage) => {
   for (const amsgrad of [false, true]) {
     it(`AdamW${amsgrad ? ' amsgrad' : ''}, weight decay, two groups with their own lr (LoRA+)`, async () => {
       await compare(
+        storage,
         (groups) => new AdamW(ctx, groups, { lr: 1e-3, betas: [0.9, 0.99], eps: 1e-8, weightDecay: 0.05, amsgrad }),
         [1e-2, 1.6e-1],
         0.05,
@@ -53,6 +83,7 @@ describe('fused optimizers against torch update formulas (f64 reference, 12 step
 
   it('AdamW with global-norm clipping computed on the GPU', async () => {
     await compare(
+      storage,
       (groups) => new AdamW(ctx, groups, { lr: 1e-2, weightDecay: 0, maxGradNorm: 1.5 }),
       [1e-2, 1e-2],
       0,
@@ -71,6 +102,7 @@ describe('fused optimizers against torch update formulas (f64 reference, 12 step
   ] as const) {
     it(`SGD ${name}, weight decay`, async () => {
       await compare(
+        storage,
         (groups) => new SGD(ctx, groups, { lr: 0.05, weightDecay: 0.01, ...o }),
         [0.05, 0.02],
         0.01,
@@ -81,6 +113,7 @@ describe('fused optimizers against torch update formulas (f64 reference, 12 step
 
   it('SGD with clipping over two groups', async () => {
     await compare(
+      storage,
       (groups) => new SGD(ctx, groups, { lr: 0.1, momentum: 0.9, maxGradNorm: 2 }),
       [0.1, 0.1],
       0,
@@ -89,6 +122,9 @@ describe('fused optimizers against torch update formulas (f64 reference, 12 step
     );
   });
 
+});
+
+describe('optimizer state, errors and schedules', () => {
   it('state save and load resumes exactly', async () => {
     await ctx.scopeAsync(async () => {
       const p0 = randomArray(50, rng(1));
@@ -113,6 +149,124 @@ describe('fused optimizers against torch update formulas (f64 reference, 12 step
       };
       expect(Array.from(await run(true))).toEqual(Array.from(await run(false)));
     });
+  });
+
+  it('state save and load resumes exactly with an arena (per-group state windows)', async () => {
+    await ctx.scopeAsync(async () => {
+      const init = [randomArray(30, rng(11)), randomArray(90, rng(12))];
+      const grads = [0, 1, 2].map((t) => [randomArray(30, rng(20 + t)), randomArray(90, rng(30 + t))]);
+      const run = async (split: boolean) => {
+        const arena = new ParamArena(ctx, [ctx.tensor(init[0]!, [30]), ctx.tensor(init[1]!, [3, 30])]);
+        const g = [ctx.empty([30]), ctx.empty([3, 30])];
+        const make = () => new AdamW(ctx, arena.params.map((p, i) => ({ params: p, grads: g[i], lr: 0.01 * (i + 1) })), { lr: 0.01 });
+        let opt = make();
+        for (let t = 0; t < 3; t++) {
+          if (split && t === 2) {
+            const saved = await opt.stateDict();
+            expect(saved.state.map((slots) => slots.map((x) => x.length))).toEqual([[30, 30], [90, 90]]);
+            opt.dispose();
+            opt = make();
+            opt.loadStateDict(saved);
+          }
+          g.forEach((x, i) => x.write(grads[t]![i]!));
+          opt.step();
+        }
+        opt.dispose();
+        const out = await Promise.all(arena.params.map((p) => p.read()));
+        arena.dispose();
+        return out.flatMap((x) => Array.from(x));
+      };
+      expect(await run(true)).toEqual(await run(false));
+    });
+  });
+
+  it('one update dispatch for any number of arena groups; overlapping groups are refused', async () => {
+    await ctx.scopeAsync(async () => {
+      const shapes = Array.from({ length: 20 }, (_, i) => [3 + i, 5]);
+      const arena = new ParamArena(ctx, shapes);
+      const sep = shapes.map((s) => fillT(s, 0));
+      const grads = shapes.map((s) => fillT(s, 0.5));
+      for (const [params, want] of [[arena.params, 1], [sep, 20]] as const) {
+        const opt = new SGD(ctx, params.map((p, i) => ({ params: p, grads: grads[i] })), { lr: 0.1 });
+        const before = ctx.stats.dispatches;
+        opt.step();
+        expect(ctx.stats.dispatches - before).toBe(want);
+        opt.dispose();
+      }
+      // Every slot moved by −lr·g = −0.05, in both layouts.
+      for (const p of [...arena.params, ...sep]) expect(new Set(await p.toArray())).toEqual(new Set([Math.fround(-0.05)]));
+      const whole = arena.storage;
+      expect(() => new SGD(ctx, [{ params: arena.params[0]!, grads: grads[0] }, { params: arena.params[0]!.view([15]), grads: grads[0] }], { lr: 1 })).toThrow(
+        /SGD: groups\[0\] and groups\[1\] share storage \(overlapping windows of 'ParamArena'\)/,
+      );
+      expect(whole.size).toBe(arena.size);
+      arena.dispose();
+      await expect(arena.params[3]!.read()).rejects.toThrow(/ParamArena\[3\]' \[6,5\] f32 was disposed/);
+    });
+  });
+
+  it('ParamArena: slots copied from tensors or zeroed, aligned, gaps zero; bad specs refused', async () => {
+    await ctx.scopeAsync(async () => {
+      const align = ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256;
+      const src = ctx.tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+      const arena = new ParamArena(ctx, [[3], src, [1, 1]], ['first', 'copied']);
+      expect(arena.params.map((p) => p.shape)).toEqual([[3], [2, 3], [1, 1]]);
+      expect(arena.params.map((p) => p.label)).toEqual(['first', 'copied', 'ParamArena[2]']);
+      expect(arena.params.every((p) => p.byteOffset % align === 0)).toBe(true);
+      expect(await arena.params[1]!.toArray()).toEqual([1, 2, 3, 4, 5, 6]);
+      const all = await arena.storage.toArray();
+      expect(all.filter((v) => v !== 0)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(arena.slotOf(arena.params[2]!)).toBe(2);
+      expect(arena.slotOf(src)).toBe(-1);
+      arena.dispose();
+      expect(() => new ParamArena(ctx, [])).toThrow('ParamArena: no parameters');
+      expect(() => new ParamArena(ctx, [[2, 0]])).toThrow(/ParamArena: specs\[0\]: shape \[2,0\]/);
+      if (ctx.caps.f16) expect(() => new ParamArena(ctx, [ctx.empty([2], 'f16', 'h')])).toThrow("ParamArena: specs[0] 'h' is f16, expected f32");
+    });
+  });
+
+  it('a LoRA layer whose A and B live in an arena trains exactly as with separate tensors (one AdamW dispatch)', async () => {
+    const [M, K, N, r] = [6, 20, 12, 4];
+    const R = rng(99);
+    const [x, w, a, t] = [randomArray(M * K, R), randomArray(N * K, R), randomArray(r * K, R, -0.2, 0.2), randomArray(M * N, R)];
+    const b = randomArray(N * r, R, -0.2, 0.2);
+    const train = async (inArena: boolean) =>
+      ctx.scopeAsync(async () => {
+        const A0 = ctx.tensor(a, [r, K]);
+        const B0 = ctx.tensor(b, [N, r]);
+        const arena = inArena ? new ParamArena(ctx, [A0, B0]) : null;
+        const [A, B] = arena ? arena.params : [A0, B0];
+        const layer = new LoraLayer(ctx, { W: ctx.tensor(w, [N, K]), A, B, rank: r, alpha: 8 });
+        requiresGrad(A!);
+        requiresGrad(B!);
+        const opt = new AdamW(ctx, [{ params: A! }, { params: B!, lr: 0.02 }], { lr: 0.005, maxGradNorm: 5 });
+        const X = ctx.tensor(x, [M, K]);
+        const T = ctx.tensor(t, [M, N]);
+        let adamDispatches = 0;
+        for (let s = 0; s < 5; s++) {
+          const l = ctx.scope(() => {
+            const l = autograd.mse(ctx, autograd.loraLinear(ctx, X, layer), T);
+            backward(ctx, l);
+            const before = ctx.stats.dispatches;
+            opt.step(1, [grad(A!), grad(B!)]);
+            adamDispatches = ctx.stats.dispatches - before;
+            zeroGrad([A!, B!]);
+            return l;
+          });
+          await l.read();
+          l.dispose();
+        }
+        const out = [...(await A!.toArray()), ...(await B!.toArray())];
+        opt.dispose();
+        arena?.dispose();
+        return { out, adamDispatches };
+      });
+    const sep = await train(false);
+    const packed = await train(true);
+    expect(packed.adamDispatches).toBe(2); // the norm's reduction and one update
+    expect(sep.adamDispatches).toBe(5); // two reductions, an add, two updates
+    expectClose(packed.out, sep.out, { atol: 1e-6, rtol: 1e-5 }, 'LoRA factors after 5 AdamW steps, arena vs separate');
+    expect(packed.out).not.toEqual([...a, ...b].map(Math.fround)); // they moved
   });
 
   it('rejects bad hyperparameters and mismatched groups', () => {
