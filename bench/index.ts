@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,transb,dispatch,elementwise,lora,step,peers]
+ * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,transb,dispatch,elementwise,optim,lora,step,peers]
  *                [--f16] [--profile] [--dawn-polling] [--out file.json]
  *
  * Prints one table (wall and GPU medians, GFLOP/s or GB/s) and writes
@@ -20,6 +20,7 @@ import { embedding, TokenIds } from '../src/kernels/embedding.js';
 import { layerNorm } from '../src/kernels/norm.js';
 import { sum } from '../src/kernels/reduce.js';
 import { crossEntropy, softmax } from '../src/kernels/softmax.js';
+import { ParamArena } from '../src/optim/arena.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
 import { loraSuite } from './lora.js';
@@ -31,7 +32,7 @@ const { values: args } = parseArgs({
   options: {
     sizes: { type: 'string', default: '128,256,512,1024' },
     large: { type: 'boolean', default: false },
-    suites: { type: 'string', default: 'matmul,transb,dispatch,elementwise,lora,step,peers' },
+    suites: { type: 'string', default: 'matmul,transb,dispatch,elementwise,optim,lora,step,peers' },
     versions: { type: 'string', default: MATMUL_VERSIONS.join(',') },
     'max-time': { type: 'string', default: '1.5' },
     f16: { type: 'boolean', default: false },
@@ -121,6 +122,38 @@ async function transposedBSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
     x.dispose();
   }
   W.dispose();
+}
+
+/**
+ * AdamW over many small tensors (the A and B of 32 LoRA layers, r = 8, 1024 wide): a dispatch
+ * per tensor, against the same tensors as windows of one ParamArena (gradients copied into
+ * the optimizer's gradient arena, then one dispatch). Wall time of encode + submit + wait:
+ * timestamps would not see the copies.
+ */
+async function optimizerSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
+  const shapes = Array.from({ length: 64 }, (_, i) => (i % 2 ? [1024, 8] : [8, 1024]));
+  const n = shapes.length * 8192;
+  const grads = shapes.map((s) => fill(ctx, ctx.empty(s), 0.01));
+  const separate = shapes.map((s) => fill(ctx, ctx.empty(s), 0));
+  const arena = new ParamArena(ctx, shapes);
+  const ms: number[] = [];
+  for (const [name, params] of [
+    ['AdamW, 64 tensors of 8K, a dispatch each', separate],
+    ['AdamW, the same 64 in a ParamArena (one dispatch)', arena.params],
+  ] as const) {
+    const opt = new AdamW(ctx, params.map((p, i) => ({ params: p, grads: grads[i] })), { lr: 1e-3, maxGradNorm: 1 });
+    opt.step();
+    await ctx.sync();
+    const wallMs = await wallTime(name, async () => {
+      opt.step();
+      await ctx.sync();
+    }, maxTime);
+    ms.push(wallMs);
+    rows.push({ suite: 'optimizer', name: `${name}, clipped`, work: { bytes: 7 * n * 4 }, wallMs, gpuMs: null, note: ms.length === 2 ? `${(ms[0]! / ms[1]!).toFixed(1)}× faster than a dispatch each` : '' });
+    opt.dispose();
+  }
+  arena.dispose();
+  for (const t of [...grads, ...separate]) t.dispose();
 }
 
 async function dispatchSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
@@ -217,6 +250,7 @@ async function main(): Promise<void> {
   }
   if (suites.has('transb')) await transposedBSuite(ctx, rows);
   if (suites.has('elementwise')) await elementwiseSuite(ctx, rows);
+  if (suites.has('optim')) await optimizerSuite(ctx, rows);
   if (suites.has('lora')) await loraSuite(ctx, rows, maxTime);
   if (suites.has('step')) await stepSuite(ctx, rows, maxTime, args.profile);
   if (suites.has('peers')) {

@@ -121,14 +121,22 @@ abstract class Optimizer {
       this.flatState = Array.from({ length: stateSlots }, (_, k) => ctx.keep(fill(ctx, ctx.empty([storage.size], 'f32', `${name}.state${k}`), 0)));
       this.state = groups.map((g) => this.flatState.map((f) => f.window(g.params.byteOffset - storage.byteOffset, [g.params.size])));
       this.gradArena = ctx.keep(fill(ctx, ctx.empty([storage.size], 'f32', `${name}.grads`), 0));
-      const table = new Uint32Array(4 * groups.length);
+      // Groups in order of their start, then each 256-element workgroup's first group (the
+      // first that ends past the workgroup's start), so a lane's lookup is a short scan.
+      const order = groups.map((g, i) => ({ g, start: (g.params.byteOffset - storage.byteOffset) / 4 })).sort((a, b) => a.start - b.start);
+      const wgs = Math.ceil(storage.size / 256);
+      const table = new Uint32Array(4 * groups.length + wgs);
       const bits = new Float32Array(table.buffer);
-      groups.forEach((g, i) => {
-        const start = (g.params.byteOffset - storage.byteOffset) / 4;
-        table.set([start, start + g.params.size], 4 * i);
-        bits[4 * i + 2] = g.lr ?? opts.lr;
-        bits[4 * i + 3] = g.weightDecay ?? this.defaultWeightDecay(opts);
+      order.forEach(({ g, start }, k) => {
+        table.set([start, start + g.params.size], 4 * k);
+        bits[4 * k + 2] = g.lr ?? opts.lr;
+        bits[4 * k + 3] = g.weightDecay ?? this.defaultWeightDecay(opts);
       });
+      let k = 0;
+      for (let w = 0; w < wgs; w++) {
+        while (k < order.length && order[k]!.start + order[k]!.g.params.size <= 256 * w) k++;
+        table[4 * groups.length + w] = k;
+      }
       this.groupTable = uploadU32(ctx, table, `${name} groups`);
     } else {
       this.state = groups.map((g) =>

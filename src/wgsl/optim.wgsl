@@ -2,10 +2,14 @@
 // dispatch for every group whose parameters are windows of one ParamArena. All state is f32;
 // formulas follow torch.optim.AdamW and SGD.
 //
-//   ARENA: p, g, m, v, vmax span the whole arena; `groups` holds each group's element range
-//   [start, end) and its lr and weight decay (bit-cast f32), and params.lr is the schedule's
-//   scale. An element outside every range (a gap between slots, or a parameter this optimizer
-//   does not own) is left alone.
+//   ARENA: p, g, m, v, vmax span the whole arena; `groups` holds, for each group in order of
+//   its start, (start, end, lr bits, weight decay bits), then for each workgroup of 256
+//   elements the first group that ends inside or after it; params.lr is the schedule's scale.
+//   A workgroup walks only the groups that overlap it, so the lookup costs a group or two per
+//   element rather than one per group (a scan of all 64 per element ran 2.3× slower than 64
+//   dispatches).
+//   An element outside every range (a gap between slots, or a parameter this optimizer does
+//   not own) is left alone.
 //   p, g, m, v, vmax: [n]; gnorm: [1], the global Σg² computed on the GPU (reduce.wgsl, OP = 2)
 //   when clipping, so clipping needs no CPU readback.
 //   The gradient used is g·clip with clip = min(1, maxNorm / (‖g‖ + 1e-6)) (CLIP), as
@@ -45,22 +49,35 @@ override ARENA: bool = false;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 @group(0) @binding(5) var<storage, read_write> vmax: array<f32>;
 @group(0) @binding(6) var<uniform> params: Params;
-// ARENA: (start, end, lr bits, weight decay bits) per group, params.ngroups of them.
-@group(0) @binding(7) var<storage, read> groups: array<vec4<u32>>;
+// ARENA: 4 words per group (start, end, lr bits, weight decay bits), params.ngroups of them,
+// then the first group of each workgroup.
+@group(0) @binding(7) var<storage, read> groups: array<u32>;
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return gid.x + gid.y * nwg.x * WG;
 }
 
+// The workgroup's linear index: element i's workgroup, i / WG.
+fn wg_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+  return wid.x + wid.y * nwg.x;
+}
+
 // (lr, weight decay) for element i: the group's in an arena (lr < 0: i is in no group), else
 // the dispatch's own.
-fn lr_wd(i: u32) -> vec2<f32> {
+fn lr_wd(i: u32, wg: u32) -> vec2<f32> {
   if (ARENA) {
-    for (var k = 0u; k < params.ngroups; k++) {
-      let g = groups[k];
-      if (i >= g.x && i < g.y) { return vec2<f32>(params.lr * bitcast<f32>(g.z), bitcast<f32>(g.w)); }
+    // The workgroup walks the groups that overlap it (uniform loads and loop), each lane
+    // keeping the one that holds its element.
+    var h = vec2<f32>(-1.0, 0.0);
+    let wgEnd = (wg + 1u) * WG;
+    for (var k = groups[4u * params.ngroups + wg]; k < params.ngroups; k++) {
+      let start = groups[4u * k];
+      if (start >= wgEnd) { break; }
+      if (i >= start && i < groups[4u * k + 1u]) {
+        h = vec2<f32>(params.lr * bitcast<f32>(groups[4u * k + 2u]), bitcast<f32>(groups[4u * k + 3u]));
+      }
     }
-    return vec2<f32>(-1.0, 0.0);
+    return h;
   }
   return vec2<f32>(params.lr, params.weightDecay);
 }
@@ -71,10 +88,11 @@ fn clipped(i: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn adamw_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn adamw_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(workgroup_id) wid: vec3<u32>) {
   let i = index(gid, nwg);
   if (i >= params.n) { return; }
-  let h = lr_wd(i);
+  let h = lr_wd(i, wg_index(wid, nwg));
   if (h.x < 0.0) { return; }
   let lr = h.x;
   let gi = clipped(i);
@@ -94,10 +112,11 @@ fn adamw_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 
 // m is the momentum buffer.
 @compute @workgroup_size(WG)
-fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn sgd_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(workgroup_id) wid: vec3<u32>) {
   let i = index(gid, nwg);
   if (i >= params.n) { return; }
-  let h = lr_wd(i);
+  let h = lr_wd(i, wg_index(wid, nwg));
   if (h.x < 0.0) { return; }
   let pi = p[i];
   var d = clipped(i) + h.y * pi;

@@ -186,15 +186,20 @@ describe('optimizer state, errors and schedules', () => {
       const arena = new ParamArena(ctx, shapes);
       const sep = shapes.map((s) => fillT(s, 0));
       const grads = shapes.map((s) => fillT(s, 0.5));
+      // Groups given in reverse order of their slots, each with its own lr.
+      const lr = (i: number) => 0.01 * (i + 1);
       for (const [params, want] of [[arena.params, 1], [sep, 20]] as const) {
-        const opt = new SGD(ctx, params.map((p, i) => ({ params: p, grads: grads[i] })), { lr: 0.1 });
+        const groups = params.map((p, i) => ({ params: p, grads: grads[i], lr: lr(i) })).reverse();
+        const opt = new SGD(ctx, groups, { lr: 0.1 });
         const before = ctx.stats.dispatches;
         opt.step();
         expect(ctx.stats.dispatches - before).toBe(want);
         opt.dispose();
       }
-      // Every slot moved by −lr·g = −0.05, in both layouts.
-      for (const p of [...arena.params, ...sep]) expect(new Set(await p.toArray())).toEqual(new Set([Math.fround(-0.05)]));
+      // Every slot moved by −lr·g = −0.5·lr of its own group, in both layouts.
+      for (const params of [arena.params, sep]) {
+        for (let i = 0; i < params.length; i++) expect(new Set(await params[i]!.toArray())).toEqual(new Set([Math.fround(-0.5 * Math.fround(lr(i)))]));
+      }
       const whole = arena.storage;
       expect(() => new SGD(ctx, [{ params: arena.params[0]!, grads: grads[0] }, { params: arena.params[0]!.view([15]), grads: grads[0] }], { lr: 1 })).toThrow(
         /SGD: groups\[0\] and groups\[1\] share storage \(overlapping windows of 'ParamArena'\)/,
