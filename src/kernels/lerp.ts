@@ -3,6 +3,9 @@
  * arenas, plus `flatten`/`unflatten` to pack a list of tensors into one arena (so a whole
  * model interpolates in one dispatch) and back.
  *
+ * A model whose parameters are windows of a ParamArena needs no flatten: interpolate the
+ * arenas' storage (same layout) directly, `lerpInPlace(ctx, model.storage, tuned.storage, α)`.
+ *
  * ```ts
  * const pre = flatten(ctx, preTrained);  const ft = flatten(ctx, fineTuned);   // once
  * for (const alpha of [0, 0.25, 0.5, 0.75, 1]) {                               // no re-upload

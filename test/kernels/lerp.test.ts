@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { roundHalf } from '../../src/gpu/half.js';
 import { flatten, lerp, lerpInPlace, unflatten } from '../../src/kernels/lerp.js';
+import { ParamArena } from '../../src/optim/arena.js';
 import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
 
 let ctx: GpuContext;
@@ -65,6 +66,23 @@ describe('lerp (WiSE-FT)', () => {
         }
       }
       expect(ctx.stats.dispatches - dispatchesBefore).toBe(3); // one dispatch per alpha for the whole list
+    });
+  });
+
+  it('a model whose parameters live in a ParamArena interpolates in place in one dispatch, no copies', async () => {
+    const shapes = [[3, 5], [7], [2, 2, 2]];
+    const R = rng(5);
+    const pre = shapes.map((s) => Array.from(randomArray(s.reduce((a, b) => a * b, 1), R), Math.fround));
+    const ft = shapes.map((s) => Array.from(randomArray(s.reduce((a, b) => a * b, 1), R), Math.fround));
+    await ctx.scopeAsync(async () => {
+      const model = new ParamArena(ctx, shapes.map((s, i) => ctx.tensor(pre[i]!, s)));
+      const tuned = new ParamArena(ctx, shapes.map((s, i) => ctx.tensor(ft[i]!, s)));
+      const before = ctx.stats.dispatches;
+      lerpInPlace(ctx, model.storage, tuned.storage, 0.4);
+      expect(ctx.stats.dispatches - before).toBe(1);
+      for (let i = 0; i < shapes.length; i++) expectClose(await model.params[i]!.read(), lerpRef(pre[i]!, ft[i]!, 0.4), TOL.f32, `arena slot ${i}`);
+      model.dispose();
+      tuned.dispose();
     });
   });
 
