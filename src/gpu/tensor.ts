@@ -90,14 +90,16 @@ export class Tensor {
    * A window of this tensor's storage: `shape` elements from byte `byteOffset` on, without a
    * copy (the slots of a ParamArena). Like a view it does not own the storage. The offset must
    * be a multiple of the device's minStorageBufferOffsetAlignment (so the window can be bound)
-   * and the window must lie inside this tensor.
+   * and of 16 (kernels may use a binding's padding to the next 16 bytes as scratch, so windows
+   * must not share a 16-byte block), and the window must lie inside this tensor.
    */
   window(byteOffset: number, shape: readonly number[], label = `${this.label}.window`): Tensor {
     const buf = this.buffer('window');
     const n = shapeSize(shape, label);
-    const align = this.ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256;
+    // At least 16: kernels may write a binding's padding up to the next 16 bytes (vec4 views).
+    const align = Math.max(16, this.ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
     if (!Number.isInteger(byteOffset) || byteOffset < 0 || byteOffset % align !== 0) {
-      throw new ShapeError(`window: byteOffset ${byteOffset} into '${this.label}', expected a multiple of minStorageBufferOffsetAlignment ${align}`);
+      throw new ShapeError(`window: byteOffset ${byteOffset} into '${this.label}', expected a multiple of ${align} (minStorageBufferOffsetAlignment, at least 16)`);
     }
     const end = byteOffset + n * bytesPerElement(this.dtype);
     if (end > this.byteLength) {

@@ -35,7 +35,7 @@ export class ParamArena {
     labels: readonly string[] = [],
   ) {
     if (!specs.length) throw new ArgumentError('ParamArena: no parameters');
-    const align = ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256;
+    const align = Math.max(16, ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
     const offsets: number[] = [];
     const shapes: number[][] = [];
     let bytes = 0;

@@ -212,7 +212,7 @@ describe('optimizer state, errors and schedules', () => {
 
   it('ParamArena: slots copied from tensors or zeroed, aligned, gaps zero; bad specs refused', async () => {
     await ctx.scopeAsync(async () => {
-      const align = ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256;
+      const align = Math.max(16, ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
       const src = ctx.tensor([1, 2, 3, 4, 5, 6], [2, 3]);
       const arena = new ParamArena(ctx, [[3], src, [1, 1]], ['first', 'copied']);
       expect(arena.params.map((p) => p.shape)).toEqual([[3], [2, 3], [1, 1]]);
