@@ -144,7 +144,10 @@ export function pickMatmulVersion(ctx: GpuContext, N: number, transB: boolean): 
  */
 export type TransposedBPlan = 'read-in-place' | 'transpose-b' | 'transpose-a-swap';
 
-/** Force a plan for a transposed B (tests, benchmarks); 'auto' picks by {@link transposedBPlan}. */
+/**
+ * Force a plan for a transposed B (tests, benchmarks); 'auto' picks by {@link transposedBPlan}.
+ * A forced plan that does not apply to a problem ({@link transposedBPlans}) gives the default.
+ */
 export const matmulConfig: { transposedB: 'auto' | TransposedBPlan } = { transposedB: 'auto' };
 
 export interface TransposedBShape {
