@@ -62,10 +62,11 @@ describe('in a browser (headless Chromium, navigator.gpu)', () => {
       checks: Check[];
     };
     console.log(`browser adapter: ${r.adapter} (software: ${r.software}, f16: ${r.f16}); ${r.checks.length} checks`);
+    for (const c of r.checks.filter((c) => c.name.startsWith('ParamArena'))) console.log(`  ${c.name}: ${c.detail}`);
     expect(errors).toEqual([]);
     const failed = r.checks.filter((c) => !c.ok);
     expect(failed, JSON.stringify(failed, null, 1)).toEqual([]);
-    expect(r.checks.length).toBeGreaterThanOrEqual(27);
+    expect(r.checks.length).toBeGreaterThanOrEqual(33);
     await page.close();
   }, 300_000);
 });

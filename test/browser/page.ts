@@ -2,7 +2,7 @@
  * Runs inside a browser page (bundled by browser.test.ts): the library on the page's own
  * navigator.gpu, checked against the f64 CPU references. Nothing here imports Node or `webgpu`.
  */
-import { createContext, DTypeError, initLora, LoraLayer, loraBackward, loraForward, loraScale, matmul, AdamW } from '../../src/index.js';
+import { createContext, DTypeError, initLora, LoraLayer, loraBackward, loraForward, loraScale, matmul, AdamW, ParamArena } from '../../src/index.js';
 import { autograd, backward, grad, requiresGrad, zeroGrad } from '../../src/index.js';
 import { type LoraRefProblem, loraForwardRef, loraGradsRef } from '../../src/kernels/lora.ref.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
@@ -29,8 +29,9 @@ async function runChecks(): Promise<{ adapter: string; software: boolean; f16: b
     }
   };
 
-  // matmul, default version, over edge shapes and all four op(A)/op(B) combinations.
-  const shapes: [number, number, number][] = [[1, 1, 1], [7, 13, 31], [65, 63, 129], [40, 64, 100], [3, 5, 1031]];
+  // matmul, default version, over edge shapes and all four op(A)/op(B) combinations (on a CPU
+  // adapter, 64x256 with B transposed runs as (B·Aᵀ)ᵀ and 40x64 transposes B first).
+  const shapes: [number, number, number][] = [[1, 1, 1], [7, 13, 31], [65, 63, 129], [40, 64, 100], [64, 256, 36], [3, 5, 1031]];
   for (const [M, N, K] of shapes) {
     for (const transA of [false, true]) {
       for (const transB of [false, true]) {
@@ -94,6 +95,49 @@ async function runChecks(): Promise<{ adapter: string; software: boolean; f16: b
     }
     checks.push({ name: 'lora training step: one submit', ok: submits === 1, detail: `${submits} submits in the last step` });
     checks.push({ name: 'lora training step: the loss falls', ok: losses[39]! < 0.9 * losses[0]!, detail: `loss ${losses[0]!.toFixed(4)} -> ${losses[39]!.toFixed(4)}` });
+  }
+
+  // LoRA factors in a ParamArena (windows at this adapter's offset alignment): the same
+  // training as separate tensors, with one AdamW dispatch.
+  {
+    const [M, N, K, rank] = [8, 24, 20, 4];
+    const r = rng(13);
+    const [xs, ws, as, bs, ts] = [rand(M * K, r), rand(N * K, r, 0.3), rand(rank * K, r, 0.2), rand(N * rank, r, 0.2), rand(M * N, r)];
+    const train = (inArena: boolean) =>
+      ctx.scopeAsync(async () => {
+        const A0 = ctx.tensor(as, [rank, K]);
+        const B0 = ctx.tensor(bs, [N, rank]);
+        const arena = inArena ? new ParamArena(ctx, [A0, B0]) : null;
+        const [A, B] = arena ? arena.params : [A0, B0];
+        const layer = new LoraLayer(ctx, { W: ctx.tensor(ws, [N, K]), A, B, rank, alpha: 8 });
+        requiresGrad(A!);
+        requiresGrad(B!);
+        const opt = new AdamW(ctx, [{ params: A! }, { params: B!, lr: 0.02 }], { lr: 0.005 });
+        const x = ctx.tensor(xs, [M, K]);
+        const target = ctx.tensor(ts, [M, N]);
+        let updates = 0;
+        for (let t = 0; t < 5; t++) {
+          const loss = ctx.scope(() => {
+            const l = autograd.mse(ctx, autograd.loraLinear(ctx, x, layer), target);
+            backward(ctx, l);
+            const before = ctx.stats.dispatches;
+            opt.step(1, [grad(A!), grad(B!)]);
+            updates = ctx.stats.dispatches - before;
+            zeroGrad([A!, B!]);
+            return l;
+          });
+          await loss.read();
+          loss.dispose();
+        }
+        const out = [...(await A!.read()), ...(await B!.read())];
+        opt.dispose();
+        arena?.dispose();
+        return { out, updates, offset: B!.byteOffset };
+      });
+    const sep = await train(false);
+    const packed = await train(true);
+    close(`ParamArena LoRA training (B at byte ${packed.offset}) equals separate tensors`, packed.out, sep.out, 1e-6);
+    checks.push({ name: 'ParamArena: one AdamW dispatch for both factors', ok: packed.updates === 1 && sep.updates === 2, detail: `${packed.updates} in an arena, ${sep.updates} separate` });
   }
 
   // f16 without shader-f16 is refused with a typed error (the fallback path); with it, f16 storage works.
