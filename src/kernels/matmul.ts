@@ -11,7 +11,7 @@ import { KernelModule, type DType } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
 import { transpose } from './elementwise.js';
-import { uploadU32 } from './util.js';
+import { unusedU32 } from './util.js';
 
 /** Entry points of matmul.wgsl, slowest first. */
 export const MATMUL_VERSIONS = ['naive', 'regblock', 'regblock4', 'tiled'] as const;
@@ -99,17 +99,6 @@ export function matmulTileShape(version: MatmulVersion, N: number): { rows: numb
     default:
       return { rows: 8, cols: regblockLanes(N) * 8 };
   }
-}
-
-const dummies = new WeakMap<GpuContext, GPUBuffer>();
-/** A small u32 storage buffer bound where a kernel's optional aux binding is unused. */
-function dummyAux(ctx: GpuContext): GPUBuffer {
-  let d = dummies.get(ctx);
-  if (!d) {
-    d = uploadU32(ctx, new Uint32Array(0), 'matmul aux (unused)');
-    dummies.set(ctx, d);
-  }
-  return d;
 }
 
 export function matmulModule(dtype: DType): KernelModule {
@@ -240,7 +229,7 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
       c: p.c,
       lr_u: lr?.u ?? p.a,
       lr_v: lr?.v ?? p.a,
-      aux: mask?.aux ?? dummyAux(ctx),
+      aux: mask?.aux ?? unusedU32(ctx),
     },
     params: {
       M: p.M,
@@ -370,7 +359,7 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
   let plan: TransposedBPlan = 'read-in-place';
   if (opts.version === undefined && transB) {
     const forced = matmulConfig.transposedB;
-    plan = forced === 'auto' ? transposedBPlan(ctx, shape) : transposedBPlans(ctx, shape).includes(forced) ? forced : transposedBPlan(ctx, shape);
+    plan = forced !== 'auto' && transposedBPlans(ctx, shape).includes(forced) ? forced : transposedBPlan(ctx, shape);
   }
   let scratch: Tensor | undefined;
   if (plan === 'transpose-a-swap') {

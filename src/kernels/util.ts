@@ -16,6 +16,21 @@ export function uploadU32(ctx: GpuContext, data: Uint32Array<ArrayBuffer>, label
   return buf;
 }
 
+const unusedTables = new WeakMap<GpuContext, GPUBuffer>();
+/**
+ * One 16-byte zeroed u32 storage buffer per context, bound where an entry declares a u32 table
+ * that this configuration never reads (matmul's aux without a mask, the optimizer's group
+ * table for a single tensor). Lives as long as the context's device.
+ */
+export function unusedU32(ctx: GpuContext): GPUBuffer {
+  let d = unusedTables.get(ctx);
+  if (!d) {
+    d = uploadU32(ctx, new Uint32Array(0), 'u32 table (unused)');
+    unusedTables.set(ctx, d);
+  }
+  return d;
+}
+
 /** Throw an ArgumentError naming `op` and `name` unless v is finite (and >= min). */
 export function checkFinite(op: string, name: string, v: number, min = -Infinity): void {
   if (!Number.isFinite(v) || v < min) throw new ArgumentError(`${op}: ${name} = ${v}, expected a finite number${min > -Infinity ? ` >= ${min}` : ''}`);

@@ -17,7 +17,7 @@ import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { add, fill } from '../kernels/elementwise.js';
 import { sumSquares } from '../kernels/reduce.js';
-import { checkFinite as finite, grid2d, uploadU32 } from '../kernels/util.js';
+import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from '../kernels/util.js';
 import { wgsl } from '../wgsl/sources.js';
 
 export interface ParamGroup {
@@ -50,17 +50,6 @@ export interface SGDOptions extends CommonOptions {
 
 function optimModule(): KernelModule {
   return KernelModule.get('optim.wgsl', wgsl.optim);
-}
-
-const dummyTables = new WeakMap<GpuContext, GPUBuffer>();
-/** The group table bound (never read) by per-tensor dispatches. */
-function dummyTable(ctx: GpuContext): GPUBuffer {
-  let d = dummyTables.get(ctx);
-  if (!d) {
-    d = uploadU32(ctx, new Uint32Array(0), 'optimizer groups (unused)');
-    dummyTables.set(ctx, d);
-  }
-  return d;
 }
 
 /**
@@ -234,7 +223,7 @@ abstract class Optimizer {
           p: g.params,
           m: m!,
           ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
-          groups: dummyTable(this.ctx),
+          groups: unusedU32(this.ctx),
         },
         params: { ...base, n: g.params.size, lr: (grp.lr ?? this.opts.lr) * lrScale, weightDecay: grp.weightDecay ?? this.defaultWeightDecay(this.opts) },
         constants: { ...consts, ARENA: false },
