@@ -26,6 +26,15 @@ export function shapeSize(shape: readonly number[], what: string): number {
   return n;
 }
 
+/**
+ * The byte alignment of a window's offset (Tensor.window, ParamArena slots): the device's
+ * minStorageBufferOffsetAlignment, so a window can be bound, and at least 16, since kernels may
+ * use a binding's padding to the next 16 bytes as scratch (windows must not share a 16-byte block).
+ */
+export function windowAlignment(ctx: GpuContext): number {
+  return Math.max(16, ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
+}
+
 export class Tensor {
   readonly id = nextTensorId++;
   readonly size: number;
@@ -42,7 +51,7 @@ export class Tensor {
     readonly parent: Tensor | null = null,
     /**
      * Where the data starts in the buffer: 0, or for a window into a larger tensor (a slot of a
-     * ParamArena) a multiple of the device's minStorageBufferOffsetAlignment.
+     * ParamArena) a multiple of `windowAlignment`.
      */
     readonly byteOffset = 0,
   ) {
@@ -89,15 +98,12 @@ export class Tensor {
   /**
    * A window of this tensor's storage: `shape` elements from byte `byteOffset` on, without a
    * copy (the slots of a ParamArena). Like a view it does not own the storage. The offset must
-   * be a multiple of the device's minStorageBufferOffsetAlignment (so the window can be bound)
-   * and of 16 (kernels may use a binding's padding to the next 16 bytes as scratch, so windows
-   * must not share a 16-byte block), and the window must lie inside this tensor.
+   * be a multiple of {@link windowAlignment} and the window must lie inside this tensor.
    */
   window(byteOffset: number, shape: readonly number[], label = `${this.label}.window`): Tensor {
     const buf = this.buffer('window');
     const n = shapeSize(shape, label);
-    // At least 16: kernels may write a binding's padding up to the next 16 bytes (vec4 views).
-    const align = Math.max(16, this.ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
+    const align = windowAlignment(this.ctx);
     if (!Number.isInteger(byteOffset) || byteOffset < 0 || byteOffset % align !== 0) {
       throw new ShapeError(`window: byteOffset ${byteOffset} into '${this.label}', expected a multiple of ${align} (minStorageBufferOffsetAlignment, at least 16)`);
     }

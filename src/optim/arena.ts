@@ -1,8 +1,8 @@
 /**
  * A parameter arena: many parameter tensors as windows of one f32 buffer, so an optimizer
  * updates all of them in one dispatch (and clips by their global norm in one reduction)
- * instead of one dispatch per tensor. Each slot starts at a multiple of the device's
- * minStorageBufferOffsetAlignment, so every window binds like a tensor of its own; the gaps
+ * instead of one dispatch per tensor. Each slot starts at a multiple of `windowAlignment`,
+ * so every window binds like a tensor of its own; the gaps
  * between slots are zero and stay zero under the optimizers' updates.
  *
  * ```ts
@@ -14,7 +14,7 @@
  */
 import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError } from '../gpu/errors.js';
-import { shapeSize, type Tensor } from '../gpu/tensor.js';
+import { shapeSize, type Tensor, windowAlignment } from '../gpu/tensor.js';
 import { fill } from '../kernels/elementwise.js';
 
 export class ParamArena {
@@ -35,7 +35,7 @@ export class ParamArena {
     labels: readonly string[] = [],
   ) {
     if (!specs.length) throw new ArgumentError('ParamArena: no parameters');
-    const align = Math.max(16, ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
+    const align = windowAlignment(ctx);
     const offsets: number[] = [];
     const shapes: number[][] = [];
     let bytes = 0;

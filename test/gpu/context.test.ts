@@ -5,7 +5,7 @@ import { DeviceError, DisposedError, KernelCompileError } from '../../src/gpu/er
 import { KernelModule } from '../../src/gpu/kernel.js';
 import { createContext, DAWN_FLAGS } from '../../src/gpu/node.js';
 import { add, copy, full, ones, zeros } from '../../src/kernels/elementwise.js';
-import type { Tensor } from '../../src/gpu/tensor.js';
+import { type Tensor, windowAlignment } from '../../src/gpu/tensor.js';
 import { matmul } from '../../src/kernels/matmul.js';
 import { uniform } from '../../src/kernels/random.js';
 import { testContext } from '../helpers.js';
@@ -91,7 +91,7 @@ describe('context', () => {
 
   it('windows of a tensor read, write and bind at their offset; neighbours are untouched', async () => {
     await ctx.scopeAsync(async () => {
-      const align = Math.max(16, ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
+      const align = windowAlignment(ctx);
       const slot = Math.ceil(32 / align) * align; // bytes per window here, room for 8 floats
       const per = slot / 4;
       const whole = zeros(ctx, [3 * per]);

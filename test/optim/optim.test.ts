@@ -6,7 +6,7 @@ import { LoraLayer } from '../../src/kernels/lora.js';
 import { ParamArena } from '../../src/optim/arena.js';
 import { AdamW, type ParamGroup, schedules, SGD } from '../../src/optim/optimizer.js';
 import { adamwRef, clipFactorRef, refGroup, sgdRef } from '../../src/optim/optimizer.ref.js';
-import type { Tensor } from '../../src/gpu/tensor.js';
+import { type Tensor, windowAlignment } from '../../src/gpu/tensor.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
 let ctx: GpuContext;
@@ -212,7 +212,7 @@ describe('optimizer state, errors and schedules', () => {
 
   it('ParamArena: slots copied from tensors or zeroed, aligned, gaps zero; bad specs refused', async () => {
     await ctx.scopeAsync(async () => {
-      const align = Math.max(16, ctx.caps.limits.minStorageBufferOffsetAlignment ?? 256);
+      const align = windowAlignment(ctx);
       const src = ctx.tensor([1, 2, 3, 4, 5, 6], [2, 3]);
       const arena = new ParamArena(ctx, [[3], src, [1, 1]], ['first', 'copied']);
       expect(arena.params.map((p) => p.shape)).toEqual([[3], [2, 3], [1, 1]]);
