@@ -2,11 +2,12 @@
  * Runs inside a browser page (bundled by browser.test.ts): the library on the page's own
  * navigator.gpu, checked against the f64 CPU references. Nothing here imports Node or `webgpu`.
  */
-import { createContext, DTypeError, initLora, LoraLayer, loraBackward, loraForward, loraScale, matmul, AdamW, ParamArena } from '../../src/index.js';
+import { createContext, DTypeError, initLora, LoraLayer, loraBackward, loraForward, loraScale, matmul, AdamW } from '../../src/index.js';
 import { autograd, backward, grad, requiresGrad, zeroGrad } from '../../src/index.js';
 import { type LoraRefProblem, loraForwardRef, loraGradsRef } from '../../src/kernels/lora.ref.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
 import { expectClose, randomArray, rng } from '../check.js';
+import { trainLora } from '../loraTraining.js';
 
 export interface Check {
   name: string;
@@ -100,44 +101,15 @@ async function runChecks(): Promise<{ adapter: string; software: boolean; f16: b
   // LoRA factors in a ParamArena (windows at this adapter's offset alignment): the same
   // training as separate tensors, with one AdamW dispatch.
   {
-    const [M, N, K, rank] = [8, 24, 20, 4];
-    const r = rng(13);
-    const [xs, ws, as, bs, ts] = [rand(M * K, r), rand(N * K, r, 0.3), rand(rank * K, r, 0.2), rand(N * rank, r, 0.2), rand(M * N, r)];
-    const train = (inArena: boolean) =>
-      ctx.scopeAsync(async () => {
-        const A0 = ctx.tensor(as, [rank, K]);
-        const B0 = ctx.tensor(bs, [N, rank]);
-        const arena = inArena ? new ParamArena(ctx, [A0, B0]) : null;
-        const [A, B] = arena ? arena.params : [A0, B0];
-        const layer = new LoraLayer(ctx, { W: ctx.tensor(ws, [N, K]), A, B, rank, alpha: 8 });
-        requiresGrad(A!);
-        requiresGrad(B!);
-        const opt = new AdamW(ctx, [{ params: A! }, { params: B!, lr: 0.02 }], { lr: 0.005 });
-        const x = ctx.tensor(xs, [M, K]);
-        const target = ctx.tensor(ts, [M, N]);
-        let updates = 0;
-        for (let t = 0; t < 5; t++) {
-          const loss = ctx.scope(() => {
-            const l = autograd.mse(ctx, autograd.loraLinear(ctx, x, layer), target);
-            backward(ctx, l);
-            const before = ctx.stats.dispatches;
-            opt.step(1, [grad(A!), grad(B!)]);
-            updates = ctx.stats.dispatches - before;
-            zeroGrad([A!, B!]);
-            return l;
-          });
-          await loss.read();
-          loss.dispose();
-        }
-        const out = [...(await A!.read()), ...(await B!.read())];
-        opt.dispose();
-        arena?.dispose();
-        return { out, updates, offset: B!.byteOffset };
-      });
-    const sep = await train(false);
-    const packed = await train(true);
-    close(`ParamArena LoRA training (B at byte ${packed.offset}) equals separate tensors`, packed.out, sep.out, 1e-6);
-    checks.push({ name: 'ParamArena: one AdamW dispatch for both factors', ok: packed.updates === 1 && sep.updates === 2, detail: `${packed.updates} in an arena, ${sep.updates} separate` });
+    const c = { M: 8, N: 24, K: 20, rank: 4, seed: 13, steps: 5 };
+    const sep = await trainLora(ctx, c, false);
+    const packed = await trainLora(ctx, c, true);
+    close(`ParamArena LoRA training (B at byte ${packed.bOffset}) equals separate tensors`, packed.out, sep.out, 1e-6);
+    checks.push({
+      name: 'ParamArena: one AdamW dispatch for both factors',
+      ok: packed.optimizerDispatches === 1 && sep.optimizerDispatches === 2,
+      detail: `${packed.optimizerDispatches} in an arena, ${sep.optimizerDispatches} separate`,
+    });
   }
 
   // f16 without shader-f16 is refused with a typed error (the fallback path); with it, f16 storage works.

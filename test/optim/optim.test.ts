@@ -1,13 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
-import * as autograd from '../../src/autograd/ops.js';
-import { backward, grad, requiresGrad, zeroGrad } from '../../src/autograd/tape.js';
-import { LoraLayer } from '../../src/kernels/lora.js';
 import { ParamArena } from '../../src/optim/arena.js';
 import { AdamW, type ParamGroup, schedules, SGD } from '../../src/optim/optimizer.js';
 import { adamwRef, clipFactorRef, refGroup, sgdRef } from '../../src/optim/optimizer.ref.js';
 import { type Tensor, windowAlignment } from '../../src/gpu/tensor.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
+import { loraTrainingInit, trainLora } from '../loraTraining.js';
 
 let ctx: GpuContext;
 const fillT = (shape: number[], v: number) => ctx.tensor(new Array(shape.reduce((a, b) => a * b, 1)).fill(v), shape);
@@ -231,47 +229,13 @@ describe('optimizer state, errors and schedules', () => {
   });
 
   it('a LoRA layer whose A and B live in an arena trains exactly as with separate tensors (one AdamW dispatch)', async () => {
-    const [M, K, N, r] = [6, 20, 12, 4];
-    const R = rng(99);
-    const [x, w, a, t] = [randomArray(M * K, R), randomArray(N * K, R), randomArray(r * K, R, -0.2, 0.2), randomArray(M * N, R)];
-    const b = randomArray(N * r, R, -0.2, 0.2);
-    const train = async (inArena: boolean) =>
-      ctx.scopeAsync(async () => {
-        const A0 = ctx.tensor(a, [r, K]);
-        const B0 = ctx.tensor(b, [N, r]);
-        const arena = inArena ? new ParamArena(ctx, [A0, B0]) : null;
-        const [A, B] = arena ? arena.params : [A0, B0];
-        const layer = new LoraLayer(ctx, { W: ctx.tensor(w, [N, K]), A, B, rank: r, alpha: 8 });
-        requiresGrad(A!);
-        requiresGrad(B!);
-        const opt = new AdamW(ctx, [{ params: A! }, { params: B!, lr: 0.02 }], { lr: 0.005, maxGradNorm: 5 });
-        const X = ctx.tensor(x, [M, K]);
-        const T = ctx.tensor(t, [M, N]);
-        let adamDispatches = 0;
-        for (let s = 0; s < 5; s++) {
-          const l = ctx.scope(() => {
-            const l = autograd.mse(ctx, autograd.loraLinear(ctx, X, layer), T);
-            backward(ctx, l);
-            const before = ctx.stats.dispatches;
-            opt.step(1, [grad(A!), grad(B!)]);
-            adamDispatches = ctx.stats.dispatches - before;
-            zeroGrad([A!, B!]);
-            return l;
-          });
-          await l.read();
-          l.dispose();
-        }
-        const out = [...(await A!.toArray()), ...(await B!.toArray())];
-        opt.dispose();
-        arena?.dispose();
-        return { out, adamDispatches };
-      });
-    const sep = await train(false);
-    const packed = await train(true);
-    expect(packed.adamDispatches).toBe(2); // the norm's reduction and one update
-    expect(sep.adamDispatches).toBe(5); // two reductions, an add, two updates
+    const c = { M: 6, N: 12, K: 20, rank: 4, seed: 99, steps: 5, maxGradNorm: 5 };
+    const sep = await trainLora(ctx, c, false);
+    const packed = await trainLora(ctx, c, true);
+    expect(packed.optimizerDispatches).toBe(2); // the norm's reduction and one update
+    expect(sep.optimizerDispatches).toBe(5); // two reductions, an add, two updates
     expectClose(packed.out, sep.out, { atol: 1e-6, rtol: 1e-5 }, 'LoRA factors after 5 AdamW steps, arena vs separate');
-    expect(packed.out).not.toEqual([...a, ...b].map(Math.fround)); // they moved
+    expect(packed.out).not.toEqual(loraTrainingInit(c)); // they moved
   });
 
   it('rejects bad hyperparameters and mismatched groups', () => {
