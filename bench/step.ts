@@ -165,8 +165,9 @@ export async function tfjsStep(maxTime: number): Promise<Row[]> {
  * round. The machine's speed drifts between runs and within one; sequential suites put
  * minutes between the two measurements, a round puts a second.
  */
-export async function stepRatioSuite(ctx: GpuContext, rows: Row[], rounds: number, roundTime: number): Promise<void> {
+export async function stepRatioSuite(ctx: GpuContext, rounds: number, roundTime: number): Promise<Row[]> {
   const tf = await loadTfjsWebgpu();
+  const rows: Row[] = [];
   const pairs: [WeightLayout, boolean, boolean, string][] = [
     ['NK', false, false, 'both given W [N,K]: x·Wᵀ'],
     ['KN', true, false, 'both given W [K,N]: x·W'],
@@ -204,6 +205,7 @@ export async function stepRatioSuite(ctx: GpuContext, rows: Row[], rounds: numbe
     });
     console.error(`  step ratio, ${what}: median ${median(ratios).toFixed(2)}× over ${rounds} rounds [${ratios.map((x) => x.toFixed(2)).join(', ')}]`);
   }
+  return rows;
 }
 
 /**
