@@ -100,7 +100,7 @@ async function matmulSuite(ctx: GpuContext, rows: Row[], dtype: DType): Promise<
 async function transposedBSuite(ctx: GpuContext, rows: Row[]): Promise<void> {
   const D = 1024;
   const W = ctx.tensor(Float32Array.from({ length: D * D }, () => Math.random() - 0.5), [D, D]);
-  for (const M of [16, 32, 64, 96, 128, 512]) {
+  for (const M of [4, 8, 16, 32, 64, 96, 128, 512]) {
     const x = ctx.tensor(Float32Array.from({ length: M * D }, () => Math.random() - 0.5), [M, D]);
     const shape = { rows: M, N: D, K: D, transA: false, transB: true, bShared: true };
     const def = transposedBPlan(ctx, shape);

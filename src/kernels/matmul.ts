@@ -13,8 +13,11 @@ import { wgsl } from '../wgsl/sources.js';
 import { transpose } from './elementwise.js';
 import { unusedU32 } from './util.js';
 
-/** Entry points of matmul.wgsl, slowest first. */
-export const MATMUL_VERSIONS = ['naive', 'regblock', 'regblock4', 'tiled'] as const;
+/**
+ * Entry points of matmul.wgsl (and matmul_subgroup.wgsl), slowest first; see
+ * {@link matmulVersionApplies} for which a device and shape can run.
+ */
+export const MATMUL_VERSIONS = ['naive', 'regblock', 'regblock4', 'regblock4sg', 'tiled'] as const;
 export type MatmulVersion = (typeof MATMUL_VERSIONS)[number];
 export type Activation = 'none' | 'relu' | 'gelu';
 const ACT_CODE: Record<Activation, number> = { none: 0, relu: 1, gelu: 2 };
@@ -96,23 +99,57 @@ export function matmulTileShape(version: MatmulVersion, N: number): { rows: numb
       return { rows: 8, cols: 8 };
     case 'tiled':
       return { rows: 64, cols: 64 };
+    case 'regblock4sg':
+      return { rows: 16, cols: regblockLanes(N) * 8 };
     default:
       return { rows: 8, cols: regblockLanes(N) * 8 };
   }
 }
 
-export function matmulModule(dtype: DType): KernelModule {
-  return KernelModule.get('matmul.wgsl', wgsl.matmul, dtype);
+/** The family's module; with `subgroups`, matmul.wgsl plus matmul_subgroup.wgsl under `enable subgroups;`. */
+export function matmulModule(dtype: DType, subgroups = false): KernelModule {
+  if (!subgroups) return KernelModule.get('matmul.wgsl', wgsl.matmul, dtype);
+  return KernelModule.get('matmul.wgsl+matmul_subgroup.wgsl', SUBGROUP_SOURCE, dtype);
+}
+const SUBGROUP_SOURCE = `enable subgroups;\n${wgsl.matmul}\n${wgsl.matmul_subgroup}`;
+
+/**
+ * matmul_regblock4sg shares A's values across 8 lanes of a subgroup: it needs the subgroups
+ * feature with subgroups of at least 8 lanes on every dispatch (the adapter's minimum size).
+ */
+export function subgroupMatmulApplies(ctx: GpuContext): boolean {
+  return ctx.caps.subgroups && ctx.caps.subgroupMinSize >= 8;
+}
+
+/** Can `version` run this shape on this device? (Why not, or null when it can.) */
+export function matmulVersionUnfit(ctx: GpuContext, version: MatmulVersion, N: number, transB: boolean): string | null {
+  if ((version === 'regblock4' || version === 'regblock4sg') && !regblock4Applies(N, transB)) {
+    return `version ${version} needs N % 4 == 0 and B not transposed (N = ${N}, transB = ${transB})`;
+  }
+  if (version === 'regblock4sg' && !subgroupMatmulApplies(ctx)) {
+    return `version regblock4sg needs the subgroups feature with subgroups of >= 8 lanes (this device: ${
+      ctx.caps.subgroups ? `subgroups of ${ctx.caps.subgroupMinSize}..${ctx.caps.subgroupMaxSize} lanes` : 'no subgroups'
+    })`;
+  }
+  return null;
+}
+
+/** The versions that can run this shape on this device, slowest first. */
+export function matmulVersions(ctx: GpuContext, N: number, transB: boolean): MatmulVersion[] {
+  return MATMUL_VERSIONS.filter((v) => matmulVersionUnfit(ctx, v, N, transB) === null);
 }
 
 /**
  * The default version for this device and shape. On CPU adapters (lavapipe),
  * register blocking without workgroup memory wins by 2–3×: llvmpipe runs a
- * workgroup's lanes as SIMD loops and barriers split them into coroutines.
+ * workgroup's lanes as SIMD loops and barriers split them into coroutines. Where
+ * subgroups allow, regblock4sg doubles regblock4 again (it loads each value of A once
+ * per subgroup instead of once per lane: see matmul_subgroup.wgsl).
  */
 export function pickMatmulVersion(ctx: GpuContext, N: number, transB: boolean): MatmulVersion {
   if (!ctx.caps.software) return 'tiled';
-  return regblock4Applies(N, transB) ? 'regblock4' : 'regblock';
+  if (!regblock4Applies(N, transB)) return 'regblock';
+  return subgroupMatmulApplies(ctx) ? 'regblock4sg' : 'regblock4';
 }
 
 /**
@@ -120,12 +157,12 @@ export function pickMatmulVersion(ctx: GpuContext, N: number, transB: boolean): 
  * adapter, where every variant that reads B [N,K] in place gathers each lane's columns from
  * rows K apart and runs at 40–45 % of regblock4 (1024³ on lavapipe: 10 vs 23 GFLOP/s; vec4
  * loads along K, 8–64 lanes, and lanes along K with a workgroup reduction were all no better):
- * - 'transpose-a-swap': compute Cᵀ = B·op(A)ᵀ with regblock4 and store it transposed
+ * - 'transpose-a-swap': compute Cᵀ = B·op(A)ᵀ with regblock4(sg) and store it transposed
  *   (TRANS_C), so C comes out [M,N] as asked. op(A)ᵀ is A itself when transA, else a
  *   4×4-block transpose of A: the small operand is transposed, not W. Needs M % 4 == 0 (Cᵀ's
- *   rows are regblock4's vec4 columns) and N >= 32 rows of work; not with a low-rank V given
- *   transposed (the swap reads V as Cᵀ's row factor, [N,r]).
- * - 'transpose-b': transpose B into a scratch [K,N] and run regblock4 (costs about a copy of
+ *   rows are the vec4 columns of regblock4(sg)) and N >= 32 rows of work; not with a low-rank
+ *   V given transposed (the swap reads V as Cᵀ's row factor, [N,r]).
+ * - 'transpose-b': transpose B into a scratch [K,N] and run regblock4(sg) (costs about a copy of
  *   B; pays once the product has a few dozen rows).
  * - 'read-in-place': B read as stored (GPUs, too few rows, shapes the vec4 paths cannot take).
  * `rows` is M over the whole batch when a batched A folds into one product. B must be one
@@ -161,13 +198,14 @@ export function transposedBPlans(ctx: GpuContext, p: TransposedBShape): Transpos
 
 /**
  * The default plan on a CPU adapter, from `npm run bench -- --suites transb` on lavapipe
- * (N = K = 1024, GPU ms): below 32 rows B is read in place (M = 16: 5.2, against 7.4 for
- * either rewrite). From 32 rows the swap saves transposing W (about a copy of it, 2.7 ms)
- * but its own product runs slower as the rows grow (M = 512: 75.6 against 68.3 with B
- * transposed), and rows that leave regblock4's lanes idle lose the gain (Cᵀ's rows are its
- * columns, 8 per lane: M = 32 and 96 use half and three quarters of them). So: the swap
- * while op(A) is at most a quarter of B (rows·4 <= N) and fills at least 90 % of the lanes
- * (M = 64: 6.8 against 9.4; M = 128: 17.7 against 17.6), else B transposed first.
+ * (N = K = 1024, GPU ms, two runs, with regblock4sg): below 32 rows B is read in place (M = 8:
+ * 3.4 against 5.8 for the swap; M = 16: 5.4–6.6 against 5.0–5.8, a draw). From 32 rows the
+ * swap saves transposing W (about a copy of it) but its own product runs slower as the rows
+ * grow (M = 512: 51–70 against 48–53 with B transposed), and rows that leave the register
+ * tile's lanes idle lose the gain (Cᵀ's rows are its columns, 8 per lane: M = 32 and 96 use
+ * half and three quarters of them). So: the swap while op(A) is at most a quarter of B
+ * (rows·4 <= N) and fills at least 90 % of the lanes (M = 64: 6.2–7.1 against 7.0–7.9;
+ * M = 128: 11.9–20.1 against 11.9–15.1), else B transposed first.
  */
 export function transposedBPlan(ctx: GpuContext, p: TransposedBShape): TransposedBPlan {
   const plans = transposedBPlans(ctx, p);
@@ -192,7 +230,7 @@ export function regblockLanes(N: number): number {
 
 /** Encode one matmul over explicit strides (no allocation). */
 export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
-  const mod = matmulModule(p.a.dtype);
+  const mod = matmulModule(p.a.dtype, p.version === 'regblock4sg');
   const lr = p.lowRank;
   const mask = p.mask;
   if (lr && p.batch !== 1) throw new ArgumentError(`matmul: a low-rank epilogue needs batch 1, got ${p.batch}`);
@@ -208,14 +246,15 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
     MASK: mask?.mode ?? 0,
     TILES: mask !== undefined && mask.tileCount !== null,
   };
-  if (p.version === 'regblock4' && !regblock4Applies(p.N, p.transB)) {
-    throw new ArgumentError(`matmul: version regblock4 needs N % 4 == 0 and B not transposed (N = ${p.N}, transB = ${p.transB})`);
-  }
   if (!MATMUL_VERSIONS.includes(p.version)) {
     throw new ArgumentError(`matmul: version '${String(p.version)}', expected one of ${MATMUL_VERSIONS.join(', ')}`);
   }
+  const unfit = matmulVersionUnfit(ctx, p.version, p.N, p.transB);
+  if (unfit) throw new ArgumentError(`matmul: ${unfit}`);
   const tile = matmulTileShape(p.version, p.N);
-  const extra: Record<string, number> = p.version === 'regblock' || p.version === 'regblock4' ? { RB_LANES: tile.cols / 8 } : {};
+  const registerBlocked = p.version === 'regblock' || p.version === 'regblock4' || p.version === 'regblock4sg';
+  const extra: Record<string, number> = registerBlocked ? { RB_LANES: regblockLanes(p.N) } : {};
+  const vec4B = p.version === 'regblock4' || p.version === 'regblock4sg';
   const workgroups: [number, number, number] =
     mask && mask.tileCount !== null
       ? [mask.tileCount, 1, p.batch]
@@ -224,7 +263,7 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
     // Unused optional bindings still need buffers: A is bound read-only in their place, never read.
     bindings: {
       a: p.a,
-      [p.version === 'regblock4' ? 'b4' : 'b']: p.b,
+      [vec4B ? 'b4' : 'b']: p.b,
       bias: p.bias ?? p.a,
       c: p.c,
       lr_u: lr?.u ?? p.a,
@@ -290,6 +329,10 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
       `matmul: inner dimensions differ: op(A) is [M=${M},K=${K}] (A [${a.shape.join(',')}]${transA ? ' transposed' : ''}), ` +
         `op(B) is [K=${Kb},N=${N}] (B [${b.shape.join(',')}]${transB ? ' transposed' : ''})`,
     );
+  }
+  if (opts.version !== undefined) {
+    const unfit = matmulVersionUnfit(ctx, opts.version, N, transB);
+    if (unfit) throw new ArgumentError(`matmul: ${unfit}`);
   }
   if (ba !== bb && ba !== 1 && bb !== 1) {
     throw new ShapeError(`matmul: batch sizes differ: A has ${ba}, B has ${bb} (one may be 1 or rank 2 to broadcast)`);
@@ -378,7 +421,7 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
       transA: false,
       transB: false,
       transC: true,
-      version: 'regblock4',
+      version: pickMatmulVersion(ctx, shape.rows, false),
     };
     if (lowRank) swapped.lowRank = { ...lowRank, u: lowRank.v, v: lowRank.u };
     encodeMatmul(ctx, swapped);

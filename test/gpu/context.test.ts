@@ -136,8 +136,8 @@ describe('context', () => {
       }
       expect(total).toBeGreaterThan(0);
       expect(prof!.map((p) => p.kernel)).toEqual([
-        expect.stringMatching(/^matmul\.wgsl:matmul_/),
-        expect.stringMatching(/^matmul\.wgsl:matmul_/),
+        expect.stringMatching(/^matmul\.wgsl(\+matmul_subgroup\.wgsl)?:matmul_/),
+        expect.stringMatching(/^matmul\.wgsl(\+matmul_subgroup\.wgsl)?:matmul_/),
         'elementwise.wgsl:add',
       ]);
       expect(prof![0]!.ns).toBeGreaterThan(0);

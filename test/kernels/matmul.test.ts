@@ -6,11 +6,11 @@ import { roundHalf } from '../../src/gpu/half.js';
 import {
   type Activation,
   matmul,
-  MATMUL_VERSIONS,
   type MatmulVersion,
+  matmulVersions,
   pickMatmulVersion,
   matmulConfig,
-  regblock4Applies,
+  subgroupMatmulApplies,
   type TransposedBPlan,
   transposedBPlan,
   transposedBPlans,
@@ -43,7 +43,7 @@ interface Case {
 }
 
 function versionsFor(N: number, transB: boolean): MatmulVersion[] {
-  return MATMUL_VERSIONS.filter((v) => v !== 'regblock4' || regblock4Applies(N, transB));
+  return matmulVersions(ctx, N, transB);
 }
 
 /** Run one case on the GPU and compare with the f64 reference (inputs rounded to the storage dtype). */
@@ -128,7 +128,7 @@ describe('matmul edge shapes, every version and op(A)/op(B)', () => {
 
   it('a multi-tile shape with every epilogue on every version', async () => {
     for (const activation of ['none', 'relu', 'gelu'] as const) {
-      for (const version of MATMUL_VERSIONS) {
+      for (const version of versionsFor(136, false)) {
         await check({ ...plain, M: 70, N: 136, K: 45, transA: false, transB: false, version, bias: true, activation, alpha: 0.5, beta: 0.25 }, 7);
       }
     }
@@ -257,14 +257,24 @@ describe('matmul edge shapes, every version and op(A)/op(B)', () => {
     }
   });
 
-  it('picks regblock4 on a software adapter only where it applies', () => {
+  it('picks regblock4sg (or regblock4 without subgroups of >= 8 lanes) on a software adapter only where it applies', () => {
     if (ctx.caps.software) {
-      expect(pickMatmulVersion(ctx, 1024, false)).toBe('regblock4');
+      const vec4 = subgroupMatmulApplies(ctx) ? 'regblock4sg' : 'regblock4';
+      console.log(`matmul: default version on this adapter ${vec4} (subgroups: ${ctx.caps.subgroups}, ${ctx.caps.subgroupMinSize}..${ctx.caps.subgroupMaxSize} lanes)`);
+      expect(pickMatmulVersion(ctx, 1024, false)).toBe(vec4);
       expect(pickMatmulVersion(ctx, 1024, true)).toBe('regblock');
       expect(pickMatmulVersion(ctx, 1022, false)).toBe('regblock');
     } else {
       expect(pickMatmulVersion(ctx, 1024, false)).toBe('tiled');
     }
+    // The fallback rule, on the capabilities alone (a device without subgroups, or with 4-lane ones).
+    const fake = (subgroups: boolean, min: number) =>
+      ({ caps: { ...ctx.caps, software: true, subgroups, subgroupMinSize: min, subgroupMaxSize: Math.max(min, 4) } }) as GpuContext;
+    expect(pickMatmulVersion(fake(true, 8), 1024, false)).toBe('regblock4sg');
+    expect(pickMatmulVersion(fake(true, 4), 1024, false)).toBe('regblock4');
+    expect(pickMatmulVersion(fake(false, 0), 1024, false)).toBe('regblock4');
+    expect(matmulVersions(fake(false, 0), 1024, false)).not.toContain('regblock4sg');
+    expect(() => matmul(fake(true, 4), ctx.empty([2, 4]), ctx.empty([4, 4]), { version: 'regblock4sg' })).toThrow(/regblock4sg needs the subgroups feature with subgroups of >= 8 lanes \(this device: subgroups of 4\.\.4 lanes\)/);
   });
 });
 
