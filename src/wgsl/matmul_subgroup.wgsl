@@ -10,8 +10,9 @@
 // lane l of each subgroup loads row l % 8 of A once, and the lanes pass the values around with
 // subgroupBroadcast (a register shuffle on a CPU adapter): A costs 8 loads per k per subgroup
 // instead of 64. The saving pays for 16 rows per workgroup (two register tiles of 8), which
-// halves B's loads per FMA. 64×1024·1024ᵀ and 1024³ on lavapipe: 30–43 GFLOP/s against
-// regblock4's 14–16 (bench suite matmul).
+// halves B's loads per FMA. On lavapipe: 27–30 GFLOP/s at 512³ and 1024³ against regblock4's
+// 17–18 (`npm run bench -- --suites matmul`); 30–43 in standalone sweeps, where 16 rows × 8
+// columns per lane beat 8×8, 16×4, 16×12, 24×4 and 32×4/32×8.
 
 // Eight rows of one register tile: row i's value of A comes from lane i of the subgroup.
 // (subgroupBroadcast takes a constant lane, hence eight written-out steps.)

@@ -59,9 +59,10 @@ describe('in a browser (headless Chromium, navigator.gpu)', () => {
       adapter: string;
       software: boolean;
       f16: boolean;
+      matmul: string;
       checks: Check[];
     };
-    console.log(`browser adapter: ${r.adapter} (software: ${r.software}, f16: ${r.f16}); ${r.checks.length} checks`);
+    console.log(`browser adapter: ${r.adapter} (software: ${r.software}, f16: ${r.f16}, default matmul: ${r.matmul}); ${r.checks.length} checks`);
     for (const c of r.checks.filter((c) => c.name.startsWith('ParamArena'))) console.log(`  ${c.name}: ${c.detail}`);
     expect(errors).toEqual([]);
     const failed = r.checks.filter((c) => !c.ok);

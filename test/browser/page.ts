@@ -2,7 +2,7 @@
  * Runs inside a browser page (bundled by browser.test.ts): the library on the page's own
  * navigator.gpu, checked against the f64 CPU references. Nothing here imports Node or `webgpu`.
  */
-import { createContext, DTypeError, initLora, LoraLayer, loraBackward, loraForward, loraScale, matmul, AdamW } from '../../src/index.js';
+import { createContext, DTypeError, initLora, LoraLayer, loraBackward, loraForward, loraScale, matmul, pickMatmulVersion, AdamW } from '../../src/index.js';
 import { autograd, backward, grad, requiresGrad, zeroGrad } from '../../src/index.js';
 import { type LoraRefProblem, loraForwardRef, loraGradsRef } from '../../src/kernels/lora.ref.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
@@ -17,7 +17,7 @@ export interface Check {
 
 const rand = (n: number, r: () => number, scale = 1) => Array.from(randomArray(n, r, -scale, scale));
 
-async function runChecks(): Promise<{ adapter: string; software: boolean; f16: boolean; checks: Check[] }> {
+async function runChecks(): Promise<{ adapter: string; software: boolean; f16: boolean; matmul: string; checks: Check[] }> {
   const ctx = await createContext({ gpu: navigator.gpu });
   const checks: Check[] = [];
   // Within atol + 1e-4·|want| everywhere (expectClose), else the mismatches it reports.
@@ -127,7 +127,10 @@ async function runChecks(): Promise<{ adapter: string; software: boolean; f16: b
   }
 
   const adapter = `${ctx.caps.adapter.vendor} ${ctx.caps.adapter.architecture} ${ctx.caps.adapter.description}`.trim();
-  const out = { adapter, software: ctx.caps.software, f16: ctx.caps.f16, checks };
+  // Which matmul version the default path ran (regblock4sg needs subgroups of >= 8 lanes).
+  const sg = ctx.caps.subgroups ? `subgroups ${ctx.caps.subgroupMinSize}..${ctx.caps.subgroupMaxSize}` : 'no subgroups';
+  const mm = `${pickMatmulVersion(ctx, 64, false)} (${sg})`;
+  const out = { adapter, software: ctx.caps.software, f16: ctx.caps.f16, matmul: mm, checks };
   ctx.destroy();
   return out;
 }
