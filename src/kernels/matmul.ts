@@ -15,7 +15,7 @@ import { unusedU32 } from './util.js';
 
 /**
  * Entry points of matmul.wgsl (and matmul_subgroup.wgsl), slowest first; see
- * {@link matmulVersionApplies} for which a device and shape can run.
+ * {@link matmulVersions} for which a device and shape can run.
  */
 export const MATMUL_VERSIONS = ['naive', 'regblock', 'regblock4', 'regblock4sg', 'tiled'] as const;
 export type MatmulVersion = (typeof MATMUL_VERSIONS)[number];
@@ -143,7 +143,7 @@ export function matmulVersions(ctx: GpuContext, N: number, transB: boolean): Mat
  * The default version for this device and shape. On CPU adapters (lavapipe),
  * register blocking without workgroup memory wins by 2–3×: llvmpipe runs a
  * workgroup's lanes as SIMD loops and barriers split them into coroutines. Where
- * subgroups allow, regblock4sg doubles regblock4 again (it loads each value of A once
+ * subgroups allow, regblock4sg runs 1.5–1.7× regblock4 (it loads each value of A once
  * per subgroup instead of once per lane: see matmul_subgroup.wgsl).
  */
 export function pickMatmulVersion(ctx: GpuContext, N: number, transB: boolean): MatmulVersion {

@@ -71,11 +71,17 @@ fn matmul_regblock4sg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
   }
   var cols: array<u32, 8>;
   for (var j = 0u; j < 8u; j++) { cols[j] = min(n0 + j, lastN); }
-  var rows: array<u32, 8>;
-  for (var i = 0u; i < RB_ROWS; i++) { rows[i] = min(m0 + i, lastM); }
-  finish_tile(&lo0, &lo1, z, m0, rows, cols, n0, 1u);
-  if (m0 + RB_ROWS < params.M) {
-    for (var i = 0u; i < RB_ROWS; i++) { rows[i] = min(m0 + RB_ROWS + i, lastM); }
-    finish_tile(&hi0, &hi1, z, m0 + RB_ROWS, rows, cols, n0, 1u);
+  // One finish_tile for both halves, in a loop the compiler cannot unroll (its count depends
+  // on M): inlined twice, its epilogue made lavapipe's compile of a variant 2.5× as long.
+  let halves = select(1u, 2u, m0 + RB_ROWS < params.M);
+  for (var h = 0u; h < halves; h++) {
+    if (h == 1u) {
+      lo0 = hi0;
+      lo1 = hi1;
+    }
+    let mh = m0 + h * RB_ROWS;
+    var rows: array<u32, 8>;
+    for (var i = 0u; i < RB_ROWS; i++) { rows[i] = min(mh + i, lastM); }
+    finish_tile(&lo0, &lo1, z, mh, rows, cols, n0, 1u);
   }
 }
