@@ -300,7 +300,7 @@ describe('matmul random shapes (fast-check)', () => {
         seed: fc.nat(),
       })
       .filter((r) => r.batchA === 0 || r.batchB === 0 || r.batchA === r.batchB || r.batchA === 1 || r.batchB === 1);
-    const seen = { f16: 0, batched: 0, trans: new Set<string>() };
+    const seen = { f16: 0, batched: 0, trans: new Set<string>(), versions: new Set<string>() };
     await fc.assert(
       fc.asyncProperty(arb, async (r) => {
         const versions = versionsFor(r.N, r.transB);
@@ -326,6 +326,7 @@ describe('matmul random shapes (fast-check)', () => {
           beta: withEpilogue ? -0.5 : 0,
         };
         if (dtype === 'f16') seen.f16++;
+        seen.versions.add(`${c.version} ${dtype}`);
         if (r.batchA || r.batchB) seen.batched++;
         seen.trans.add(`${r.transA}${r.transB}`);
         await check(c, r.seed);
@@ -334,6 +335,10 @@ describe('matmul random shapes (fast-check)', () => {
     );
     expect(seen.trans.size).toBe(4);
     expect(seen.batched).toBeGreaterThan(40);
+    // Every version the adapter runs came up in f16 (the seed is fixed; the fixed-shape tests
+    // above run every version in f32).
+    console.log(`matmul random problems: ${[...seen.versions].sort().join(', ')}`);
+    if (dtypes.includes('f16')) for (const v of matmulVersions(ctx, 4, false)) expect(seen.versions).toContain(`${v} f16`);
     if (ctx.caps.f16) expect(seen.f16).toBeGreaterThan(40);
     else console.log('matmul: the adapter has no shader-f16; the f16 cases ran as f32 (the f16 path was not exercised)');
   }, 900_000);
