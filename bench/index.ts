@@ -15,7 +15,7 @@ import { KernelModule, type DType } from '../src/gpu/kernel.js';
 import { createContext } from '../src/gpu/node.js';
 import { copy, fill, transpose } from '../src/kernels/elementwise.js';
 import { dropout, uniform } from '../src/kernels/random.js';
-import { matmul, matmulConfig, MATMUL_VERSIONS, type MatmulVersion, pickMatmulVersion, regblock4Applies, transposedBPlan, transposedBPlans } from '../src/kernels/matmul.js';
+import { matmul, matmulConfig, MATMUL_VERSIONS, type MatmulVersion, matmulVersionUnfit, pickMatmulVersion, transposedBPlan, transposedBPlans } from '../src/kernels/matmul.js';
 import { embedding, TokenIds } from '../src/kernels/embedding.js';
 import { layerNorm } from '../src/kernels/norm.js';
 import { sum } from '../src/kernels/reduce.js';
@@ -68,7 +68,12 @@ async function matmulSuite(ctx: GpuContext, rows: Row[], dtype: DType): Promise<
     const c = ctx.empty([S, S], dtype);
     const def = pickMatmulVersion(ctx, S, false);
     for (const version of versions) {
-      if (version === 'regblock4' && !regblock4Applies(S, false)) continue;
+      // Versions this device or shape cannot run (regblock4sg without subgroups of >= 8 lanes).
+      const unfit = matmulVersionUnfit(ctx, version, S, false);
+      if (unfit) {
+        console.error(`  matmul ${dtype} ${version} ${S}: skipped, ${unfit}`);
+        continue;
+      }
       // The naive version needs seconds per run past 1024 on a CPU adapter.
       if (version === 'naive' && S > 1024 && ctx.caps.software) continue;
       const encode = () => void matmul(ctx, a, b, { version, out: c });
