@@ -267,6 +267,7 @@ async function main(): Promise<void> {
       peers.push(['tfjs-webgpu step', () => tfjsStep(maxTime)]);
       peers.push(['jax-js step', () => jaxStep(maxTime)]);
       peers.push(['jax-js wasm step', () => jaxStep(maxTime, 'wasm')]);
+      peers.push(['tfjs-wasm step', () => tfjsStep(maxTime, 'wasm')]);
       peers.push(['step ratio', () => stepRatioSuite(ctx, Number(args['ratio-rounds']), 0.5)]);
     }
     for (const [name, peer] of peers) {

@@ -37,6 +37,18 @@ export async function loadTfjsWebgpu(): Promise<typeof import('@tensorflow/tfjs'
   return tf;
 }
 
+/**
+ * tfjs with its Wasm backend (a CPU backend, for scale). tfjs has one global backend: the
+ * WebGPU peers call loadTfjsWebgpu, which switches it back.
+ */
+export async function loadTfjsWasm(): Promise<typeof import('@tensorflow/tfjs')> {
+  const tf = await import('@tensorflow/tfjs');
+  await import('@tensorflow/tfjs-backend-wasm');
+  await tf.setBackend('wasm');
+  await tf.ready();
+  return tf;
+}
+
 /** tfjs-webgpu: wall time includes reading C back (as ours does); GPU time from tf.time's kernelMs. */
 export async function tfjsMatmul(sizes: number[], maxTime: number): Promise<Row[]> {
   const tf = await loadTfjsWebgpu();

@@ -13,7 +13,7 @@ import { uniform } from '../src/kernels/random.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import type { Row } from './lib.js';
 import { median, wallTime } from './lib.js';
-import { loadJaxWebgpu, loadTfjsWebgpu } from './peers.js';
+import { loadJaxWebgpu, loadTfjsWasm, loadTfjsWebgpu } from './peers.js';
 
 const [B, D, R] = [64, 1024, 8];
 const FLOPS = 2 * B * D * D + 2 * B * D * R * 4 + 2 * B * D * R; // forward, dA/dB/du, u
@@ -108,7 +108,7 @@ async function printProfile(ctx: GpuContext, layout: string, body: () => { dispo
   console.error(`    ${'total'.padEnd(51)} ${total.toFixed(3)} (${runs[0]!.length} dispatches)`);
 }
 
-/** tfjs-webgpu's same step: W [N,K] used as x·Wᵀ, or pre-transposed [K,N] (`pre`). */
+/** tfjs's same step (on whichever backend `tf` runs): W [N,K] used as x·Wᵀ, or pre-transposed [K,N] (`pre`). */
 function tfjsStepOf(tf: Awaited<ReturnType<typeof loadTfjsWebgpu>>, pre: boolean) {
   const W = tf.randomUniform([D, D], -0.03, 0.03);
   const A = tf.variable(tf.randomUniform([R, D], -1 / 32, 1 / 32));
@@ -139,16 +139,17 @@ function tfjsStepOf(tf: Awaited<ReturnType<typeof loadTfjsWebgpu>>, pre: boolean
   return { step, tenSteps, dispose };
 }
 
-export async function tfjsStep(maxTime: number): Promise<Row[]> {
-  const tf = await loadTfjsWebgpu();
+/** tfjs's step on its WebGPU backend (our Dawn adapter), or on its Wasm backend (the CPU, for scale). */
+export async function tfjsStep(maxTime: number, backend: 'webgpu' | 'wasm' = 'webgpu'): Promise<Row[]> {
+  const tf = backend === 'webgpu' ? await loadTfjsWebgpu() : await loadTfjsWasm();
   const rows: Row[] = [];
   for (const pre of [false, true]) {
     const { step, dispose } = tfjsStepOf(tf, pre);
     await step();
-    const ms = await wallTime(`tfjs step ${pre}`, step, maxTime);
+    const ms = await wallTime(`tfjs ${backend} step ${pre}`, step, maxTime);
     rows.push({
       suite: 'lora step',
-      name: `tfjs-webgpu${pre ? ', W pre-transposed' : ''}`,
+      name: `tfjs-${backend}${pre ? ', W pre-transposed' : ''}${backend === 'wasm' ? ' (CPU backend)' : ''}`,
       work: { flops: FLOPS },
       wallMs: ms,
       gpuMs: null,
