@@ -123,6 +123,7 @@ export function subgroupMatmulApplies(ctx: GpuContext): boolean {
 
 /** Can `version` run this shape on this device? (Why not, or null when it can.) */
 export function matmulVersionUnfit(ctx: GpuContext, version: MatmulVersion, N: number, transB: boolean): string | null {
+  if (!MATMUL_VERSIONS.includes(version)) return `version '${String(version)}', expected one of ${MATMUL_VERSIONS.join(', ')}`;
   if ((version === 'regblock4' || version === 'regblock4sg') && !regblock4Applies(N, transB)) {
     return `version ${version} needs N % 4 == 0 and B not transposed (N = ${N}, transB = ${transB})`;
   }
@@ -132,6 +133,12 @@ export function matmulVersionUnfit(ctx: GpuContext, version: MatmulVersion, N: n
     })`;
   }
   return null;
+}
+
+/** Throw an ArgumentError unless `version` is one this device can run on this shape. */
+function checkVersion(ctx: GpuContext, version: MatmulVersion, N: number, transB: boolean): void {
+  const unfit = matmulVersionUnfit(ctx, version, N, transB);
+  if (unfit) throw new ArgumentError(`matmul: ${unfit}`);
 }
 
 /** The versions that can run this shape on this device, slowest first. */
@@ -246,11 +253,7 @@ export function encodeMatmul(ctx: GpuContext, p: MatmulProblem): void {
     MASK: mask?.mode ?? 0,
     TILES: mask !== undefined && mask.tileCount !== null,
   };
-  if (!MATMUL_VERSIONS.includes(p.version)) {
-    throw new ArgumentError(`matmul: version '${String(p.version)}', expected one of ${MATMUL_VERSIONS.join(', ')}`);
-  }
-  const unfit = matmulVersionUnfit(ctx, p.version, p.N, p.transB);
-  if (unfit) throw new ArgumentError(`matmul: ${unfit}`);
+  checkVersion(ctx, p.version, p.N, p.transB);
   const tile = matmulTileShape(p.version, p.N);
   const registerBlocked = p.version === 'regblock' || p.version === 'regblock4' || p.version === 'regblock4sg';
   const extra: Record<string, number> = registerBlocked ? { RB_LANES: regblockLanes(p.N) } : {};
@@ -314,9 +317,6 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
   if (opts.activation !== undefined && !(opts.activation in ACT_CODE)) {
     throw new ArgumentError(`matmul: activation '${opts.activation}', expected none, relu or gelu`);
   }
-  if (opts.version !== undefined && !MATMUL_VERSIONS.includes(opts.version)) {
-    throw new ArgumentError(`matmul: version '${opts.version}', expected one of ${MATMUL_VERSIONS.join(', ')}`);
-  }
   a.buffer('matmul: A');
   b.buffer('matmul: B');
   if (a.dtype !== b.dtype) throw new DTypeError(`matmul: A is ${a.dtype} and B is ${b.dtype}; they must match`);
@@ -330,10 +330,8 @@ export function matmul(ctx: GpuContext, a: Tensor, b: Tensor, opts: MatmulOption
         `op(B) is [K=${Kb},N=${N}] (B [${b.shape.join(',')}]${transB ? ' transposed' : ''})`,
     );
   }
-  if (opts.version !== undefined) {
-    const unfit = matmulVersionUnfit(ctx, opts.version, N, transB);
-    if (unfit) throw new ArgumentError(`matmul: ${unfit}`);
-  }
+  // Before allocating C; encodeMatmul checks again for callers that come to it directly.
+  if (opts.version !== undefined) checkVersion(ctx, opts.version, N, transB);
   if (ba !== bb && ba !== 1 && bb !== 1) {
     throw new ShapeError(`matmul: batch sizes differ: A has ${ba}, B has ${bb} (one may be 1 or rank 2 to broadcast)`);
   }
