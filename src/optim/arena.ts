@@ -15,7 +15,7 @@
 import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError } from '../gpu/errors.js';
 import { shapeSize, type Tensor, windowAlignment } from '../gpu/tensor.js';
-import { fill } from '../kernels/elementwise.js';
+import { full } from '../kernels/elementwise.js';
 
 export class ParamArena {
   /** The whole arena, [elements] f32; the windows in `params` are its slots. */
@@ -54,7 +54,7 @@ export class ParamArena {
       bytes += Math.ceil((n * 4) / align) * align;
     });
     // Zeroed, gaps included: the optimizers then leave the gaps at zero.
-    this.storage = ctx.keep(fill(ctx, ctx.empty([bytes / 4], 'f32', 'ParamArena'), 0));
+    this.storage = ctx.keep(full(ctx, [bytes / 4], 0, 'f32', 'ParamArena'));
     this.offsets = offsets;
     this.params = shapes.map((shape, i) => this.storage.window(offsets[i]! * 4, shape, labels[i] ?? `ParamArena[${i}]`));
     specs.forEach((s, i) => {

@@ -15,7 +15,7 @@ import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { add, fill } from '../kernels/elementwise.js';
+import { add, full } from '../kernels/elementwise.js';
 import { sumSquares } from '../kernels/reduce.js';
 import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from '../kernels/util.js';
 import { wgsl } from '../wgsl/sources.js';
@@ -107,9 +107,9 @@ abstract class Optimizer {
     if (this.arena) {
       // One flat tensor per state slot over the whole arena; each group's state is a window.
       const { storage } = this.arena;
-      this.flatState = Array.from({ length: stateSlots }, (_, k) => ctx.keep(fill(ctx, ctx.empty([storage.size], 'f32', `${name}.state${k}`), 0)));
+      this.flatState = Array.from({ length: stateSlots }, (_, k) => ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.state${k}`)));
       this.state = groups.map((g) => this.flatState.map((f) => f.window(g.params.byteOffset - storage.byteOffset, [g.params.size])));
-      this.gradArena = ctx.keep(fill(ctx, ctx.empty([storage.size], 'f32', `${name}.grads`), 0));
+      this.gradArena = ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.grads`));
       // Groups in order of their start, then each 256-element workgroup's first group (the
       // first that ends past the workgroup's start), so a lane's lookup is a short scan.
       const order = groups.map((g, i) => ({ g, start: (g.params.byteOffset - storage.byteOffset) / 4 })).sort((a, b) => a.start - b.start);
@@ -129,7 +129,7 @@ abstract class Optimizer {
       this.groupTable = uploadU32(ctx, table, `${name} groups`);
     } else {
       this.state = groups.map((g) =>
-        Array.from({ length: stateSlots }, (_, k) => ctx.keep(fill(ctx, ctx.empty([g.params.size], 'f32', `${name}.state${k}`), 0))),
+        Array.from({ length: stateSlots }, (_, k) => ctx.keep(full(ctx, [g.params.size], 0, 'f32', `${name}.state${k}`))),
       );
     }
     this.norm = opts.maxGradNorm !== undefined ? ctx.keep(ctx.empty([1], 'f32', `${name}.gradNormSq`)) : null;
@@ -187,48 +187,37 @@ abstract class Optimizer {
    */
   protected update(entry: 'adamw_step' | 'sgd_step', lrScale: number, common: Record<string, number>, constants: Record<string, boolean>): void {
     const base = { maxNorm: this.opts.maxGradNorm ?? 0, ngroups: this.groups.length, ...common };
-    const consts = { ...constants, CLIP: this.norm !== null };
+    // One dispatch of `entry` over p/g and their state [m, v, vmax].
+    const dispatch = (p: Tensor, g: Tensor, [m, v, vmax]: Tensor[], groups: GPUBuffer, lr: number, weightDecay: number) =>
+      this.ctx.dispatch(optimModule(), entry, {
+        bindings: {
+          g,
+          gnorm: this.norm ?? this.unused[0],
+          p,
+          m: m!,
+          ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
+          groups,
+        },
+        params: { ...base, n: p.size, lr, weightDecay },
+        constants: { ...constants, CLIP: this.norm !== null, ARENA: this.arena !== null },
+        workgroups: grid2d(this.ctx, Math.ceil(p.size / 256), this.name),
+      });
     if (this.arena) {
+      const { storage } = this.arena;
       const grads = this.gradArena!;
       const enc = this.ctx.encoder();
       this.groups.forEach((g, i) => {
         const src = this.grads(i);
-        enc.copyBufferToBuffer(src.buffer(this.name), src.byteOffset, grads.buffer(this.name), g.params.byteOffset - this.arena!.storage.byteOffset, Math.ceil(src.byteLength / 4) * 4);
+        enc.copyBufferToBuffer(src.buffer(this.name), src.byteOffset, grads.buffer(this.name), g.params.byteOffset - storage.byteOffset, Math.ceil(src.byteLength / 4) * 4);
       });
       this.encodeNorm();
-      const [m, v, vmax] = this.flatState;
-      this.ctx.dispatch(optimModule(), entry, {
-        bindings: {
-          g: grads,
-          gnorm: this.norm ?? this.unused[0],
-          p: this.arena.storage,
-          m: m!,
-          ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
-          groups: this.groupTable!,
-        },
-        params: { ...base, n: this.arena.storage.size, lr: lrScale, weightDecay: 0 },
-        constants: { ...consts, ARENA: true },
-        workgroups: grid2d(this.ctx, Math.ceil(this.arena.storage.size / 256), this.name),
-      });
+      // Each group's lr and weight decay come from the group table; params.lr is the schedule's scale.
+      dispatch(storage, grads, this.flatState, this.groupTable!, lrScale, 0);
       return;
     }
     this.encodeNorm();
-    this.groups.forEach((grp, i) => {
-      const g = { params: grp.params, grads: this.grads(i) };
-      const [m, v, vmax] = this.state[i]!;
-      this.ctx.dispatch(optimModule(), entry, {
-        bindings: {
-          g: g.grads,
-          gnorm: this.norm ?? this.unused[0],
-          p: g.params,
-          m: m!,
-          ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
-          groups: unusedU32(this.ctx),
-        },
-        params: { ...base, n: g.params.size, lr: (grp.lr ?? this.opts.lr) * lrScale, weightDecay: grp.weightDecay ?? this.defaultWeightDecay(this.opts) },
-        constants: { ...consts, ARENA: false },
-        workgroups: grid2d(this.ctx, Math.ceil(g.params.size / 256), this.name),
-      });
+    this.groups.forEach((g, i) => {
+      dispatch(g.params, this.grads(i), this.state[i]!, unusedU32(this.ctx), (g.lr ?? this.opts.lr) * lrScale, g.weightDecay ?? this.defaultWeightDecay(this.opts));
     });
   }
 
