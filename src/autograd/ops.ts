@@ -15,7 +15,7 @@ import type { Tensor } from '../gpu/tensor.js';
 import {
   add as addK,
   copy as copyK,
-  fill,
+  full,
   fillScalar,
   gelu as geluK,
   geluBackward,
@@ -70,7 +70,7 @@ function defineOp<A extends unknown[]>(name: string, rule: OpRule<A>): (ctx: Gpu
 /** Σ over the leading rows of g viewed as [rows, cols]: onesᵀ·g, shaped `shape`. */
 function sumRows(ctx: GpuContext, g: Tensor, cols: number, shape: readonly number[]): Tensor {
   const rows = g.size / cols;
-  const ones = fill(ctx, ctx.empty([1, rows], g.dtype), 1);
+  const ones = full(ctx, [1, rows], 1, g.dtype, 'ones');
   return ctx.reshape(matmulK(ctx, ones, g.view([rows, cols])), shape);
 }
 

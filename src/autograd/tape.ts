@@ -15,7 +15,7 @@
 import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { add, fill } from '../kernels/elementwise.js';
+import { add, full } from '../kernels/elementwise.js';
 import type { GradMask } from '../kernels/maskedGrad.js';
 
 export interface GradInfo {
@@ -156,7 +156,7 @@ export function backward(ctx: GpuContext, loss: Tensor, seed?: Tensor): void {
   }
   if (seed && seed.size !== loss.size) throw new ShapeError(`backward: seed has ${seed.size} elements, loss has ${loss.size}`);
   const grads = new Map<Tensor, Tensor>();
-  grads.set(loss, seed ?? ctx.keep(fill(ctx, ctx.empty(loss.shape, loss.dtype, 'seed'), 1)));
+  grads.set(loss, seed ?? ctx.keep(full(ctx, loss.shape, 1, loss.dtype, 'seed')));
   const ownSeed = !seed;
   const accumulate = (t: Tensor, g: Tensor) => {
     const prev = grads.get(t);

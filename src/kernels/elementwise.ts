@@ -225,7 +225,7 @@ export function sliceBackward(ctx: GpuContext, gy: Tensor, shape: readonly numbe
   const length = gy.shape[a]!;
   const inner = shape.slice(a + 1).reduce((p, d) => p * d, 1);
   const outer = shape.slice(0, a).reduce((p, d) => p * d, 1);
-  const dx = fill(ctx, ctx.empty(shape, dt, 'sliceBackward.out'), 0);
+  const dx = full(ctx, shape, 0, dt, 'sliceBackward.out');
   copyWindow(ctx, gy, dx, outer, length * inner, length * inner, 0, dim * inner, start * inner);
   return dx;
 }

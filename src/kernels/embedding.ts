@@ -15,7 +15,7 @@ import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
-import { fill } from './elementwise.js';
+import { full } from './elementwise.js';
 import { checkTensor, fmtShape, grid2d, uploadU32 } from './util.js';
 
 function mod(): KernelModule {
@@ -98,7 +98,7 @@ export function embeddingBackward(ctx: GpuContext, table: Tensor, ids: TokenIds,
   const D = checkTable('embeddingBackward', table, ids);
   checkTensor('embeddingBackward', 'dy', dy, 'f32');
   if (dy.size !== ids.count * D) throw new ShapeError(`embeddingBackward: dy has shape ${fmtShape(dy.shape)}, expected [${[...ids.shape, D].join(',')}]`);
-  const out = fill(ctx, ctx.empty(table.shape, 'f32', 'embedding.dtable'), 0);
+  const out = full(ctx, table.shape, 0, 'f32', 'embedding.dtable');
   ctx.dispatch(mod(), 'embedding_backward', {
     bindings: { dy, aux: ids.aux, out },
     params: { tokens: ids.count, dim: D, unique: ids.unique, ...ids.offsets },

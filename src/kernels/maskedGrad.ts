@@ -12,7 +12,7 @@
 import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { fill } from './elementwise.js';
+import { fill, ones as onesOf } from './elementwise.js';
 import { encodeMatmul, type MatmulVersion, matmulTileShape, type OutputMask, pickMatmulVersion } from './matmul.js';
 import { fmtShape, uploadU32 } from './util.js';
 
@@ -192,7 +192,7 @@ export function maskedBiasGrad(ctx: GpuContext, dy: Tensor, mask: GradMask, o: M
   const M = dy.size / N;
   const out = o.out ? o.out.view([1, N]) : undefined;
   const db = ctx.scope(() => {
-    const ones = fill(ctx, ctx.empty([M, 1], dy.dtype, 'ones'), 1);
+    const ones = onesOf(ctx, [M, 1], dy.dtype);
     return maskedGrad(ctx, ones, dy, mask, { ...o, out });
   });
   return o.out ?? ctx.reshape(db, [N]);
