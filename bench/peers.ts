@@ -27,31 +27,23 @@ function fillRandom(n: number): Float32Array {
   return a;
 }
 
-/** tfjs with its WebGPU backend on our Dawn adapter (the backend reads navigator.gpu as it loads). */
-export async function loadTfjsWebgpu(): Promise<typeof import('@tensorflow/tfjs')> {
-  installNavigator();
-  const tf = await import('@tensorflow/tfjs');
-  await import('@tensorflow/tfjs-backend-webgpu');
-  await tf.setBackend('webgpu');
-  await tf.ready();
-  return tf;
-}
-
 /**
- * tfjs with its Wasm backend (a CPU backend, for scale). tfjs has one global backend: the
- * WebGPU peers call loadTfjsWebgpu, which switches it back.
+ * tfjs on its WebGPU backend (our Dawn adapter; the backend reads navigator.gpu as it loads),
+ * or on its Wasm backend (a CPU backend, for scale). tfjs has one global backend: each call
+ * switches it.
  */
-export async function loadTfjsWasm(): Promise<typeof import('@tensorflow/tfjs')> {
+export async function loadTfjs(backend: 'webgpu' | 'wasm' = 'webgpu'): Promise<typeof import('@tensorflow/tfjs')> {
+  if (backend === 'webgpu') installNavigator();
   const tf = await import('@tensorflow/tfjs');
-  await import('@tensorflow/tfjs-backend-wasm');
-  await tf.setBackend('wasm');
+  await (backend === 'webgpu' ? import('@tensorflow/tfjs-backend-webgpu') : import('@tensorflow/tfjs-backend-wasm'));
+  await tf.setBackend(backend);
   await tf.ready();
   return tf;
 }
 
 /** tfjs-webgpu: wall time includes reading C back (as ours does); GPU time from tf.time's kernelMs. */
 export async function tfjsMatmul(sizes: number[], maxTime: number): Promise<Row[]> {
-  const tf = await loadTfjsWebgpu();
+  const tf = await loadTfjs();
   const rows: Row[] = [];
   for (const S of sizes) {
     const a = tf.tensor2d(fillRandom(S * S), [S, S]);

@@ -13,7 +13,7 @@ import { uniform } from '../src/kernels/random.js';
 import { AdamW } from '../src/optim/optimizer.js';
 import type { Row } from './lib.js';
 import { median, wallTime } from './lib.js';
-import { loadJaxWebgpu, loadTfjsWasm, loadTfjsWebgpu } from './peers.js';
+import { loadJaxWebgpu, loadTfjs } from './peers.js';
 
 const [B, D, R] = [64, 1024, 8];
 const FLOPS = 2 * B * D * D + 2 * B * D * R * 4 + 2 * B * D * R; // forward, dA/dB/du, u
@@ -109,7 +109,7 @@ async function printProfile(ctx: GpuContext, layout: string, body: () => { dispo
 }
 
 /** tfjs's same step (on whichever backend `tf` runs): W [N,K] used as x·Wᵀ, or pre-transposed [K,N] (`pre`). */
-function tfjsStepOf(tf: Awaited<ReturnType<typeof loadTfjsWebgpu>>, pre: boolean) {
+function tfjsStepOf(tf: Awaited<ReturnType<typeof loadTfjs>>, pre: boolean) {
   const W = tf.randomUniform([D, D], -0.03, 0.03);
   const A = tf.variable(tf.randomUniform([R, D], -1 / 32, 1 / 32));
   const Bv = tf.variable(tf.zeros([D, R]));
@@ -141,7 +141,7 @@ function tfjsStepOf(tf: Awaited<ReturnType<typeof loadTfjsWebgpu>>, pre: boolean
 
 /** tfjs's step on its WebGPU backend (our Dawn adapter), or on its Wasm backend (the CPU, for scale). */
 export async function tfjsStep(maxTime: number, backend: 'webgpu' | 'wasm' = 'webgpu'): Promise<Row[]> {
-  const tf = backend === 'webgpu' ? await loadTfjsWebgpu() : await loadTfjsWasm();
+  const tf = await loadTfjs(backend);
   const rows: Row[] = [];
   for (const pre of [false, true]) {
     const { step, dispose } = tfjsStepOf(tf, pre);
@@ -167,7 +167,7 @@ export async function tfjsStep(maxTime: number, backend: 'webgpu' | 'wasm' = 'we
  * minutes between the two measurements, a round puts a second.
  */
 export async function stepRatioSuite(ctx: GpuContext, rounds: number, roundTime: number): Promise<Row[]> {
-  const tf = await loadTfjsWebgpu();
+  const tf = await loadTfjs();
   const rows: Row[] = [];
   const pairs: [WeightLayout, boolean, boolean, string][] = [
     ['NK', false, false, 'both given W [N,K]: x·Wᵀ'],
