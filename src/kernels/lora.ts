@@ -38,8 +38,9 @@ export function loraScale(alpha: number, rank: number, rsLora = false): number {
  * the forward x·W is a plain (non-transposed) product. On CPU adapters an [N,K] W costs a
  * transpose per forward (see `transposedBPlan`): of x for a batch of up to N/4 tokens (the
  * product then runs as (W·xᵀ)ᵀ), of W itself for more. The LoRA step on lavapipe (64 tokens,
- * 1024², r = 8): 78 steps/s with W [N,K], 81 with W [K,N]. dx then needs the transposed
- * product. Convert once with `transpose(ctx, W)`, or let the layer do it (`wLayout: 'auto'`).
+ * 1024², r = 8, one full bench run): 106 steps/s with W [N,K], 110 with W [K,N]. dx then needs
+ * the transposed product. Convert once with `transpose(ctx, W)`, or let the layer do it
+ * (`wLayout: 'auto'`).
  */
 export type WeightLayout = 'NK' | 'KN';
 
