@@ -84,7 +84,7 @@ export async function stepSuite(ctx: GpuContext, rows: Row[], maxTime: number, p
 }
 
 /** Where one step's GPU time goes: each dispatch in a pass of its own (ctx.profile), median of 5. */
-async function printProfile(ctx: GpuContext, layout: string, body: () => { dispose(): void }): Promise<void> {
+async function printProfile(ctx: GpuContext, layout: WeightLayout, body: () => { dispose(): void }): Promise<void> {
   const runs: { kernel: string; workgroups: number[]; ns: number }[][] = [];
   for (let i = 0; i < 5; i++) {
     let loss: { dispose(): void } | undefined;
@@ -98,7 +98,7 @@ async function printProfile(ctx: GpuContext, layout: string, body: () => { dispo
     }
     runs.push(p);
   }
-  console.error(`  one step, W stored ${layout}, GPU ms per dispatch (median of 5):`);
+  console.error(`  one step, ${layoutName(layout)}, GPU ms per dispatch (median of 5):`);
   let total = 0;
   runs[0]!.forEach((d, i) => {
     const ms = runs.map((r) => r[i]!.ns / 1e6).sort((a, b) => a - b)[2]!;
