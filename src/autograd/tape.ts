@@ -77,6 +77,8 @@ export interface Record_ {
   backward: (gy: Tensor, needs: boolean[]) => (Tensor | null)[];
   /** Tensors made for backward only; disposed with the record. */
   saved: Tensor[];
+  /** Frees what else the record holds (token ids); called when the record is dropped. */
+  release?: (() => void) | undefined;
 }
 
 interface Tape {
@@ -106,6 +108,7 @@ export function record(ctx: GpuContext, r: Record_): void {
   const tp = tape(ctx);
   if (!tp.enabled || !r.inputs.some((x) => needsGrad(ctx, x))) {
     for (const s of r.saved) s.dispose();
+    r.release?.();
     return;
   }
   tp.tracked.add(r.output);
@@ -118,7 +121,10 @@ export function record(ctx: GpuContext, r: Record_): void {
 /** Drop the tape without differentiating: releases held outputs (except `keep`) and saved tensors. */
 export function clearTape(ctx: GpuContext, keep: Tensor[] = []): void {
   const tp = tape(ctx);
-  for (const r of tp.records) for (const s of r.saved) s.dispose();
+  for (const r of tp.records) {
+    for (const s of r.saved) s.dispose();
+    r.release?.();
+  }
   for (const t of tp.held) if (!keep.includes(t)) t.dispose();
   tp.records.length = 0;
   tp.held.length = 0;
