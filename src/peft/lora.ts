@@ -449,11 +449,11 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> {
    * Inject adapter `name` per `config` (a plan is made and checked first: on any error the
    * model is unchanged). Its parameters get an arena of their own, initialised from `seed`.
    */
-  addAdapter(name: string, config: LoraConfig, o: { seed?: number; init?: boolean } = {}): LoraPlan {
+  addAdapter(name: string, config: LoraConfig, o: { seed?: number; init?: boolean; warn?: (message: string) => void } = {}): LoraPlan {
     if (!name || name.includes('.')) throw new ArgumentError(`addAdapter: adapter name '${name}', expected a non-empty name without '.'`);
     if (this.peftConfig.has(name)) throw new ArgumentError(`addAdapter: adapter '${name}' already exists (have: ${[...this.peftConfig.keys()].join(', ')})`);
     const plan = planLora(this.model, config);
-    for (const w of plan.warnings) console.warn(`webgpu-lora: ${w}`);
+    for (const w of plan.warnings) (o.warn ?? ((m: string) => console.warn(`webgpu-lora: ${m}`)))(w);
     const c = plan.config;
     const seed = o.seed ?? 0;
     const ctx = this.ctx;
@@ -710,12 +710,17 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> {
  * base model is frozen; A is Kaiming-uniform and B zero (per `init_lora_weights`), so the model
  * starts as the base model.
  */
-export function getPeftModel<M extends AdaptableModel>(model: M, config: Partial<LoraConfig> & Record<string, unknown>, adapterName = 'default', o: { seed?: number } = {}): PeftModel<M> {
+export function getPeftModel<M extends AdaptableModel>(
+  model: M,
+  config: Partial<LoraConfig> & Record<string, unknown>,
+  adapterName = 'default',
+  o: { seed?: number; warn?: (message: string) => void } = {},
+): PeftModel<M> {
   for (const [p, m] of model.namedModules()) {
     if (m instanceof LoraWrapper) throw new ArgumentError(`getPeftModel: '${p}' already has LoRA adapters; use addAdapter on its PeftModel`);
   }
   const peft = new PeftModel(model, adapterName);
-  peft.addAdapter(adapterName, loraConfig(config), o);
+  peft.addAdapter(adapterName, loraConfig(config, o), o);
   return peft;
 }
 
