@@ -321,6 +321,11 @@ describe('genre classification', () => {
         expect(vocab.decode(set.ids.subarray(i * 64, i * 64 + 64))).toBe(d.text.slice(s.offset, s.offset + 64));
         expect(s.offset % 64).toBe(0);
       });
+      // Each class's snippets are spread over its documents, not the first pieces of the first few.
+      for (let label = 0; label < 3; label++) {
+        const docs = new Set(set.sources.filter((_, i) => set.labels[i] === label).map((s) => s.docId));
+        expect(docs.size, set.classNames[label]).toBeGreaterThan(set === train ? 30 : 10);
+      }
       // Not sorted by class: the first 30 hold more than one class.
       expect(new Set(set.labels.subarray(0, 30)).size).toBeGreaterThan(1);
     }

@@ -20,6 +20,11 @@ describe('mulberry32', () => {
     expect(mulberry32(5).int(1)).toBe(0);
     expect(() => r.int(0)).toThrow(/n = 0/);
     expect(() => r.int(2.5)).toThrow(/n = 2.5/);
+    // Without rejection, u % n for n = 3·2^30 would put half the draws below 2^30 instead of a third.
+    const big = 3 * 2 ** 30;
+    let low = 0;
+    for (let i = 0; i < 6000; i++) if (r.int(big) < 2 ** 30) low++;
+    expect(Math.abs(low / 6000 - 1 / 3)).toBeLessThan(0.03); // sd ≈ 0.006
     for (let i = 0; i < 1000; i++) {
       const x = r.int(2 ** 32);
       expect(Number.isInteger(x) && x >= 0 && x < 2 ** 32).toBe(true);
