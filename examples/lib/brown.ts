@@ -93,8 +93,9 @@ export function splitTaggedToken(token: string, where = 'token'): { word: string
  * become `"` (also inside words, such as the inch mark in `1/8''`). A lone `'` is a single
  * quote; the corpus does not say which way it faces, so they alternate, opening first, within
  * one call (one paragraph). Contractions and possessives are single tokens in Brown
- * (`Atlanta's`, `didn't`, `'em`) and need nothing. Two quirks of this copy of the corpus are
- * undone: one of `? ! ; : ,` right after the same token is dropped (every sentence-final
+ * (`Atlanta's`, `didn't`, `'em`) and need nothing. Quotes stay where the corpus puts them
+ * relative to punctuation (`city ''/'' ./.` → `city".`). Three quirks of this copy of the corpus
+ * are undone: one of `? ! ; : ,` right after the same token is dropped (every sentence-final
  * `? ! ; :` comes in a pair, `?/. ?/.`, and 72 commas do), and so is a `.` token right after a
  * word that ends in `.` (`Jr./np ./.`, the sentence's period after an abbreviation, which print
  * has once), and a `''` right after a word that ends in `''` (an inch mark, `1/8''/nn ''/''`:
@@ -111,12 +112,10 @@ export function detokenize(words: readonly string[]): string {
   for (const w of words) {
     const before = prev;
     prev = w;
-    // Two quirks of this copy of the corpus: every `?`, `!`, `;` and `:` that ends a sentence
-    // is doubled (`?/. ?/.`), as are some commas after numbers (`2/cd ,/, ,/,`), and a sentence
-    // that ends with an abbreviation has its own period after it (`Jr./np ./.`).
+    // The corpus's quirks (see above): doubled punctuation, a second period after an
+    // abbreviation that ends a sentence, a stray closing quote after an inch mark.
     if (before === w && DOUBLED.has(w)) continue;
     if (w === '.' && before !== undefined && before.length > 1 && before.endsWith('.')) continue;
-    // And an inch mark is followed by a stray closing quote (`1/8''/nn ''/''`, all 61 of them).
     if (w === "''" && before !== undefined && before.length > 2 && before.endsWith("''")) continue;
     let spaceBefore: boolean;
     let spaceAfter = true;
@@ -194,17 +193,15 @@ const ASCII_SPELLING: Record<string, string> = {
 /**
  * Text onto the default alphabet: `\r\n` → `\n`, the typographic characters above to ASCII,
  * accents dropped (`é` → `e`, by NFKD decomposition), and anything else still outside printable
- * ASCII and newline to `UNKNOWN_CHAR`. The Brown corpus is plain ASCII already, so for it this
- * only turns tabs into spaces (there are none left after parsing); it is here so that any other
- * text (a prompt typed by a user) encodes the same way. Idempotent.
+ * ASCII and newline to `UNKNOWN_CHAR`. The Brown corpus is plain ASCII and changes nothing;
+ * this is here so that any other text (a prompt typed by a user) encodes the same way.
+ * Idempotent.
  */
 export function normalizeText(text: string): string {
   let s = text.replace(/\r\n?/g, '\n');
-  // eslint-disable-next-line no-control-regex
   if (!/[^\n\x20-\x7e]/.test(s)) return s;
   s = s.replace(/[\t\u00a0\u2018\u2019\u201c\u201d\u2013\u2014\u2026]/g, (c) => ASCII_SPELLING[c]!);
   s = s.normalize('NFKD').replace(/[\u0300-\u036f]/g, '');
-  // eslint-disable-next-line no-control-regex
   return s.replace(/[^\n\x20-\x7e]/gu, UNKNOWN_CHAR);
 }
 
@@ -216,7 +213,7 @@ export function normalizeText(text: string): string {
  *
  * @example
  * const vocab = new CharVocab();
- * const ids = vocab.encode('Hi!\n'); // Uint16Array [42, 75, 3, 2]
+ * const ids = vocab.encode('Hi!\n'); // Uint16Array [43, 76, 4, 2]: id = code - 29, newline 2
  * vocab.decode(ids); // 'Hi!\n'
  */
 export class CharVocab {
