@@ -5,7 +5,7 @@
  */
 
 /** A file of `header` (a string, encoded as UTF-8, or raw bytes) and `data` (bytes, or a count of zero bytes). */
-export function assemble(header: string | Uint8Array, data: Uint8Array | number = 0, headerLength?: bigint): Uint8Array {
+export function assemble(header: string | Uint8Array, data: Uint8Array | number = 0, headerLength?: bigint): Uint8Array<ArrayBuffer> {
   const h = typeof header === 'string' ? new TextEncoder().encode(header) : header;
   const d = typeof data === 'number' ? new Uint8Array(data) : data;
   const out = new Uint8Array(8 + h.length + d.length);
@@ -20,7 +20,7 @@ export function assemble(header: string | Uint8Array, data: Uint8Array | number 
 }
 
 /** Only the 8-byte length prefix, for files cut short. */
-export function prefix(n: bigint): Uint8Array {
+export function prefix(n: bigint): Uint8Array<ArrayBuffer> {
   return assemble(new Uint8Array(0), 0, n);
 }
 

@@ -99,6 +99,12 @@ describe('safetensors: round trips', () => {
     expect([hv[0], Object.is(hv[1], -0), hv[2]]).toEqual([Infinity, true, 2 ** -24]);
   });
 
+  it('metadata keys are written in code point order (the reference writes a hash order; one key, as PEFT writes, is the same)', () => {
+    const expected = assemble('{"__metadata__":{"a":"2","b":"1","\uff5e":"3","😀":"4"},"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}     ', new Uint8Array([9]));
+    const ours = serializeSafetensors({ x: { dtype: 'U8', shape: [1], data: new Uint8Array([9]) } }, { '😀': '4', b: '1', '\uff5e': '3', a: '2' });
+    expect(new TextDecoder().decode(ours)).toBe(new TextDecoder().decode(expected));
+  });
+
   it('a metadata key "__proto__" stays an ordinary key', () => {
     const metadata = JSON.parse('{"__proto__":"p","a":"b"}') as Record<string, string>;
     const file = parseSafetensors(serializeSafetensors([], metadata));
