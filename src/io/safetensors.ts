@@ -323,6 +323,7 @@ export class SafetensorsFile {
     return this.tensors.map((t) => t.name);
   }
 
+  /** Whether the file has a tensor called `name`. */
   has(name: string): boolean {
     return this.#byName.has(name);
   }
