@@ -23,3 +23,7 @@ export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGrad
 export * from './kernels/softmax.js';
 export * from './kernels/norm.js';
 export * from './kernels/embedding.js';
+export * from './io/safetensors.js';
+export { SafetensorsError, type SafetensorsErrorSite } from './io/errors.js';
+export { readSafetensorsBlob, readSafetensorsBuffer, safetensorsBlob } from './io/browser.js';
+export { formatJson, type FormatJsonOptions } from './io/json.js';
