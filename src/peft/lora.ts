@@ -724,3 +724,35 @@ export function getPeftModel<M extends AdaptableModel>(
   return peft;
 }
 
+
+/**
+ * The tensors (PEFT's on-disk names, with shapes) that adapter files for `plan` must hold, computed
+ * from the model as it is now (before or after injection), so a file can be checked before
+ * anything changes.
+ */
+export function plannedAdapterShapes(model: Module, plan: LoraPlan): Map<string, number[]> {
+  const P = 'base_model.model.';
+  const out = new Map<string, number[]>();
+  const targets = new Map(plan.targets.map((t) => [t.path, t]));
+  for (const t of plan.targets) {
+    out.set(`${P}${t.path}.lora_A.weight`, [...t.aShape]);
+    out.set(`${P}${t.path}.lora_B.weight`, [...t.bShape]);
+    if (plan.config.bias === 'lora_only' && t.module.biasSlot) out.set(`${P}${t.path}.base_layer.bias`, [...t.module.biasSlot.shape]);
+  }
+  const saved = (n: string) => plan.modulesToSave.some((s) => n.startsWith(`${s}.`));
+  if (plan.config.bias === 'all') {
+    for (const [n, s] of model.namedSlots()) {
+      if (!n.includes('bias') || n.includes('.original_module.') || n.includes('.modules_to_save.') || saved(n)) continue;
+      // A target's own bias sits under base_layer once it is wrapped.
+      const owner = n.slice(0, n.lastIndexOf('.'));
+      const key = targets.has(owner) ? `${owner}.base_layer.bias` : n;
+      out.set(`${P}${key}`, [...s.shape]);
+    }
+  }
+  for (const path of plan.modulesToSave) {
+    const m = model.getSubmodule(path);
+    const source = m instanceof ModulesToSaveWrapper ? m.original : m;
+    for (const [n, s] of source.namedSlots()) out.set(`${P}${path}.${n}`, [...s.shape]);
+  }
+  return out;
+}
