@@ -93,7 +93,7 @@ export function gpt2FromFiles(
   const { tensors } = normaliseGPT2Names(hostTensors(weights), config.tie_word_embeddings);
   const model = task === 'lm' ? new GPT2LMHeadModel(ctx, config) : new GPT2ForSequenceClassification(ctx, config);
   // Check names and shapes on the CPU before allocating anything on the GPU.
-  const expected = new Map(model.namedSlots({ withTied: true }).map(([n, s]) => [n, s.shape]));
+  const expected = new Map(model.namedSlots({ withTied: true, buffers: true }).map(([n, s]) => [n, s.shape]));
   const problems: string[] = [];
   for (const [k, t] of tensors) {
     const want = expected.get(k);

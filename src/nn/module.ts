@@ -36,6 +36,8 @@ export class ParamSlot {
   constructor(
     readonly shape: readonly number[],
     public init: Init,
+    /** A buffer (torch's register_buffer): in the state dict, never a parameter, never trained. */
+    readonly buffer = false,
   ) {}
 }
 
@@ -71,6 +73,15 @@ export abstract class Module {
     this.checkName(name);
     shapeSize(shape, `${this.constructor.name}.${name}`);
     const slot = new ParamSlot([...shape], init);
+    this.params_.set(name, slot);
+    return slot;
+  }
+
+  /** Declare a buffer: state (running statistics, masks) saved in the state dict but not trained. */
+  protected declareBuffer(name: string, shape: readonly number[], init: Init): ParamSlot {
+    this.checkName(name);
+    shapeSize(shape, `${this.constructor.name}.${name}`);
+    const slot = new ParamSlot([...shape], init, true);
     this.params_.set(name, slot);
     return slot;
   }
@@ -143,12 +154,16 @@ export abstract class Module {
     return m;
   }
 
-  /** Every parameter slot with its path, tied slots listed once (torch's named_parameters), or every name with `withTied`. */
-  namedSlots(o: { withTied?: boolean } = {}): [string, ParamSlot][] {
+  /**
+   * Every parameter slot with its path, tied slots listed once (torch's named_parameters), or
+   * every name with `withTied`; buffers too with `buffers`.
+   */
+  namedSlots(o: { withTied?: boolean; buffers?: boolean } = {}): [string, ParamSlot][] {
     const seen = new Set<ParamSlot>();
     const out: [string, ParamSlot][] = [];
     const walk = (m: Module, prefix: string) => {
       for (const [n, s] of m.params_) {
+        if (s.buffer && !o.buffers) continue;
         if (!o.withTied && seen.has(s)) continue;
         seen.add(s);
         out.push([prefix + n, s]);
@@ -162,6 +177,13 @@ export abstract class Module {
   /** Parameters with their paths, tied ones once (as torch). Needs `allocate()`. */
   namedParameters(): [string, Tensor][] {
     return this.namedSlots().map(([n, s]) => [n, this.tensorOf(s, n)]);
+  }
+
+  /** Buffers with their paths (torch's named_buffers). */
+  namedBuffers(): [string, Tensor][] {
+    return this.namedSlots({ buffers: true })
+      .filter(([, s]) => s.buffer)
+      .map(([n, s]) => [n, this.tensorOf(s, n)]);
   }
 
   parameters(): Tensor[] {
@@ -208,7 +230,7 @@ export abstract class Module {
    * Returns the arena (the caller, or the model that owns the subtree, disposes it).
    */
   allocate(o: { seed?: number } = {}): ParamArena | null {
-    const pending = this.namedSlots().filter(([, s]) => !s.tensor);
+    const pending = this.namedSlots({ buffers: true }).filter(([, s]) => !s.tensor);
     if (!pending.length) return null;
     const max = this.ctx.caps.limits.maxStorageBufferBindingSize ?? Infinity;
     for (const [n, s] of pending) {
@@ -223,19 +245,19 @@ export abstract class Module {
       const t = arena.params[i]!;
       s.tensor = t;
       initTensor(this.ctx, t, s.init, seed, i);
-      requiresGrad(t, true);
+      if (!s.buffer) requiresGrad(t, true);
     });
     return arena;
   }
 
-  /** Tensors by state-dict key: every parameter name, tied names included (as torch). */
+  /** Tensors by state-dict key: every parameter and buffer name, tied names included (as torch). */
   stateDict(): Map<string, Tensor> {
-    return new Map(this.namedSlots({ withTied: true }).map(([n, s]) => [n, this.tensorOf(s, n)]));
+    return new Map(this.namedSlots({ withTied: true, buffers: true }).map(([n, s]) => [n, this.tensorOf(s, n)]));
   }
 
   /** The state dict read back to the CPU (one submit, then the reads). */
   async stateDictHost(o: { withTied?: boolean } = {}): Promise<Map<string, HostTensor>> {
-    const entries = this.namedSlots({ withTied: o.withTied ?? true }).map(([n, s]) => [n, this.tensorOf(s, n)] as const);
+    const entries = this.namedSlots({ withTied: o.withTied ?? true, buffers: true }).map(([n, s]) => [n, this.tensorOf(s, n)] as const);
     const data = await Promise.all(entries.map(([, t]) => t.read()));
     return new Map(entries.map(([n, t], i) => [n, { shape: [...t.shape], data: data[i]! }]));
   }
@@ -249,7 +271,7 @@ export abstract class Module {
   loadStateDict(sd: ReadonlyMap<string, HostTensor> | Record<string, HostTensor>, o: LoadStateDictOptions = {}): LoadResult {
     const strict = o.strict ?? true;
     const given = sd instanceof Map ? new Map(sd) : new Map(Object.entries(sd));
-    const named = this.namedSlots({ withTied: true });
+    const named = this.namedSlots({ withTied: true, buffers: true });
     const byName = new Map(named);
     const missing: string[] = [];
     const mismatched: string[] = [];
