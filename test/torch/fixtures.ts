@@ -7,7 +7,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rng } from '../check.js';
-import { writeSafetensorsFile, type StInput } from './safetensors.js';
+import { writeSafetensorsFile, type StDtype, type StInput } from './safetensors.js';
 
 /** The config.json fields the tests set (any other HF field may be added). */
 export interface Gpt2Config {
@@ -76,8 +76,8 @@ export function randomTensors(shapes: Record<string, number[]>, seed: number, sc
   return out;
 }
 
-/** Write config.json and model.safetensors (F32 unless `dtype` says F64). */
-export function writeModelDir(dir: string, config: Gpt2Config, params: Record<string, StInput>, dtype: 'F32' | 'F64' = 'F32'): string {
+/** Write config.json and model.safetensors (F32 unless `dtype` says otherwise). */
+export function writeModelDir(dir: string, config: Gpt2Config, params: Record<string, StInput>, dtype: StDtype = 'F32'): string {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2));
   writeSafetensorsFile(join(dir, 'model.safetensors'), params, { dtype, metadata: { format: 'pt' } });

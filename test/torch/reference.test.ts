@@ -56,6 +56,113 @@ function get(r: Record<string, StTensor>, name: string): StTensor {
 
 const BATCH = { input_ids: [[1, 5, 9, 3, 7, 11], [2, 4, 6, 8, 10, 12]] };
 
+/**
+ * GPT-2's forward written out as plain f64 loops from HF's modeling_gpt2.py, independently of
+ * the script: the final hidden states [B, T, E] (before the head). Supports gelu_new and relu.
+ */
+function naiveHidden(c: Gpt2Config, P: Tensors, ids: number[][], mask?: number[][]): Float64Array[][] {
+  const E = c.n_embd;
+  const H = c.n_head;
+  const hd = E / H;
+  const I = c.n_inner ?? 4 * E;
+  const eps = c.layer_norm_epsilon ?? 1e-5;
+  const p = (n: string) => P[n]!.data;
+  const ln = (x: Float64Array, w: Float64Array, b: Float64Array) => {
+    let mean = 0;
+    for (const v of x) mean += v / x.length;
+    let vr = 0;
+    for (const v of x) vr += (v - mean) ** 2 / x.length;
+    return x.map((v, i) => ((v - mean) / Math.sqrt(vr + eps)) * w[i]! + b[i]!);
+  };
+  // Conv1D: y[o] = b[o] + sum_i x[i] W[i, o]
+  const conv = (x: Float64Array, w: Float64Array, b: Float64Array, nOut: number) => {
+    const y = Float64Array.from(b);
+    for (let i = 0; i < x.length; i++) for (let o = 0; o < nOut; o++) y[o]! += x[i]! * w[i * nOut + o]!;
+    return y;
+  };
+  const act = (v: number) =>
+    c.activation_function === 'relu' ? Math.max(0, v) : 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+  return ids.map((row, b) => {
+    const T = row.length;
+    let x = row.map((tok, t) => {
+      const v = new Float64Array(E);
+      for (let e = 0; e < E; e++) v[e] = p('transformer.wte.weight')[tok * E + e]! + p('transformer.wpe.weight')[t * E + e]!;
+      return v;
+    });
+    for (let l = 0; l < c.n_layer; l++) {
+      const q = `transformer.h.${l}.`;
+      const qkv = x.map((v) => conv(ln(v, p(q + 'ln_1.weight'), p(q + 'ln_1.bias')), p(q + 'attn.c_attn.weight'), p(q + 'attn.c_attn.bias'), 3 * E));
+      const att = x.map(() => new Float64Array(E));
+      for (let h = 0; h < H; h++) {
+        for (let t = 0; t < T; t++) {
+          const keys = [...Array(t + 1).keys()].filter((s) => !mask || mask[b]![s] === 1);
+          const sc = keys.map((s) => {
+            let d = 0;
+            for (let j = 0; j < hd; j++) d += qkv[t]![h * hd + j]! * qkv[s]![E + h * hd + j]!;
+            return (c.scale_attn_weights === false ? d : d / Math.sqrt(hd)) / (c.scale_attn_by_inverse_layer_idx ? l + 1 : 1);
+          });
+          const mx = Math.max(...sc);
+          const w = sc.map((v) => Math.exp(v - mx));
+          const z = w.reduce((a, v) => a + v, 0);
+          keys.forEach((s, k) => {
+            for (let j = 0; j < hd; j++) att[t]![h * hd + j]! += (w[k]! / z) * qkv[s]![2 * E + h * hd + j]!;
+          });
+        }
+      }
+      x = x.map((v, t) => {
+        const a = conv(att[t]!, p(q + 'attn.c_proj.weight'), p(q + 'attn.c_proj.bias'), E);
+        const r = v.map((u, e) => u + a[e]!);
+        const m = conv(conv(ln(r, p(q + 'ln_2.weight'), p(q + 'ln_2.bias')), p(q + 'mlp.c_fc.weight'), p(q + 'mlp.c_fc.bias'), I).map(act), p(q + 'mlp.c_proj.weight'), p(q + 'mlp.c_proj.bias'), E);
+        return r.map((u, e) => u + m[e]!);
+      });
+    }
+    return x.map((v) => ln(v, p('transformer.ln_f.weight'), p('transformer.ln_f.bias')));
+  });
+}
+
+/** Linear head (no bias) on one hidden vector: W [out, E]. */
+function head(w: Float64Array, h: Float64Array): Float64Array {
+  const n = w.length / h.length;
+  const y = new Float64Array(n);
+  for (let o = 0; o < n; o++) for (let e = 0; e < h.length; e++) y[o]! += w[o * h.length + e]! * h[e]!;
+  return y;
+}
+
+describe('gpt2_ref.py: the GPT-2 forward', () => {
+  it('equals GPT-2 written out here as f64 loops (gelu_new, tied head; relu, n_inner, untied head, eps, layer-idx scaling, attention_mask; classification)', async () => {
+    const dir = fresh('naive');
+    const a: Gpt2Config = { ...TINY };
+    const b: Gpt2Config = { ...TINY, activation_function: 'relu', n_inner: 12, tie_word_embeddings: false, layer_norm_epsilon: 1e-3, scale_attn_by_inverse_layer_idx: true };
+    const c: Gpt2Config = { ...TINY, n_head: 4, num_labels: 3, pad_token_id: 0 };
+    const pa = randomTensors(gpt2Shapes(a, 'lm'), 1);
+    const pb = randomTensors(gpt2Shapes(b, 'lm'), 2);
+    const pc = randomTensors(gpt2Shapes(c, 'seq_cls'), 3);
+    const mask = [[0, 0, 1, 1, 1, 1], [1, 0, 1, 1, 1, 1]]; // left padding, and a hole
+    const clsIds = [[3, 4, 5, 0, 0, 0], [6, 7, 8, 9, 1, 2]];
+    const [ra, rb, rc] = await runTorchJobs([
+      { model_dir: writeModelDir(join(dir, 'a'), a, pa), batches: [BATCH] },
+      { model_dir: writeModelDir(join(dir, 'b'), b, pb), batches: [{ ...BATCH, attention_mask: mask }] },
+      { model_dir: writeModelDir(join(dir, 'c'), c, pc), task: 'seq_cls', batches: [{ input_ids: clsIds }] },
+    ]);
+    const check = (got: StTensor, cfg: Gpt2Config, P: Tensors, m?: number[][]) => {
+      const hs = naiveHidden(cfg, P, BATCH.input_ids, m);
+      const w = (P['lm_head.weight'] ?? P['transformer.wte.weight'])!.data;
+      const want = new Float64Array(got.data.length);
+      hs.forEach((row, bi) => row.forEach((h, t) => want.set(head(w, h), (bi * 6 + t) * 20)));
+      // only positions that are not padding when a mask is given
+      const keep = (i: number) => !m || m[Math.floor(i / 120)]![Math.floor(i / 20) % 6] === 1;
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) if (keep(i)) worst = Math.max(worst, Math.abs(got.data[i]! - want[i]!));
+      expect(worst).toBeLessThan(1e-12);
+    };
+    check(get(ra!, 'logits.0'), a, pa);
+    check(get(rb!, 'logits.0'), b, pb, mask);
+    const hs = naiveHidden(c, pc, clsIds);
+    const want = [...head(pc['score.weight']!.data, hs[0]![2]!), ...head(pc['score.weight']!.data, hs[1]![5]!)];
+    expect(maxAbsDiff(get(rc!, 'logits.0').data, want)).toBeLessThan(1e-12);
+  });
+});
+
 describe('gpt2_ref.py: gradients', () => {
   it('torch autograd gradients equal central finite differences (float64, LoRA A/B and base weights, LM and classification)', async () => {
     const base = randomTensors(gpt2Shapes(TINY, 'lm'), 11);
@@ -116,7 +223,9 @@ describe('gpt2_ref.py: gradients', () => {
       const g = get(task === 'lm' ? lmGrad! : clsGrad!, `grad.${name}`).data[index]!;
       const fd = (get(fwd[2 * p]!, 'loss.0').data[0]! - get(fwd[2 * p + 1]!, 'loss.0').data[0]!) / steps[p]!;
       expect(Math.abs(g), `${task} ${name}[${index}] has a gradient to check`).toBeGreaterThan(1e-4);
-      expect(Math.abs(fd - g), `${task} ${name}[${index}]: autograd ${g}, finite difference ${fd}`).toBeLessThanOrEqual(1e-8 + 1e-6 * Math.abs(g));
+      // central differences with h = 1e-5 in f64: truncation ~h^2 ~ 1e-10, rounding ~1e-16 / h ~ 1e-11
+      // (observed at most 5e-11); a gradient off by a relative 1e-6 fails
+      expect(Math.abs(fd - g), `${task} ${name}[${index}]: autograd ${g}, finite difference ${fd}`).toBeLessThanOrEqual(5e-10);
     });
   });
 });
@@ -283,12 +392,20 @@ describe('gpt2_ref.py: files both ways', () => {
     const bareDir = writeModelDir(join(dir, 'bare'), TINY, bare);
     const untied: Gpt2Config = { ...TINY, tie_word_embeddings: false };
     const untiedDir = writeModelDir(join(dir, 'untied'), untied, randomTensors(gpt2Shapes(untied, 'lm'), 52));
-    const [a, b, c, d] = await runTorchJobs([
+    // values k/64, |k| < 64, which F16 and BF16 hold exactly: the same model in four dtypes
+    const coarse: Tensors = {};
+    for (const [k, v] of Object.entries(params)) coarse[k] = { shape: v.shape, data: v.data.map((x) => Math.round(x * 63) / 64) };
+    const byDtype = (['F32', 'F64', 'F16', 'BF16'] as const).map((dt) => writeModelDir(join(dir, `coarse-${dt}`), TINY, coarse, dt));
+    const [a, b, c, d, ...coarseR] = await runTorchJobs([
       { model_dir: orig, batches: [BATCH], save_model_dir: join(dir, 'saved') },
       { model_dir: bareDir, batches: [BATCH] },
       { model_dir: join(dir, 'saved'), batches: [BATCH] },
       { model_dir: untiedDir, batches: [BATCH], save_model_dir: join(dir, 'saved-untied') },
+      ...byDtype.map((m) => ({ model_dir: m, batches: [BATCH] })),
     ]);
+    for (const [i, dt] of ['F64', 'F16', 'BF16'].entries()) {
+      expectIdentical(get(coarseR[i + 1]!, 'logits.0').data, get(coarseR[0]!, 'logits.0').data, `${dt} checkpoint`);
+    }
     expectIdentical(get(b!, 'logits.0').data, get(a!, 'logits.0').data, 'unprefixed checkpoint');
     expectIdentical(get(c!, 'logits.0').data, get(a!, 'logits.0').data, 'saved checkpoint');
     const saved = readSafetensorsFile(join(dir, 'saved', 'model.safetensors'));
@@ -502,10 +619,13 @@ describe('gpt2_ref.py: PEFT target matching', () => {
       { model: big, config: { target_modules: 'all-linear' }, modules: conv1dModules(BIG, ['c_attn', 'c_proj', 'c_fc'], 8) }, // 5 blocks x 4 = 20 names
       { model: lm, config: {}, modules: conv1dModules(TINY, ['c_attn'], 8) },
       { model: cls, config: { target_modules: 'all-linear', task_type: 'SEQ_CLS' }, modules: all, task: 'seq_cls' },
+      { model: lm, config: { target_modules: ['c_attn'], bias: 'lora_only' }, modules: conv1dModules(TINY, ['c_attn'], 8) },
     ];
     const got = await inject(cases);
     cases.forEach((c, i) => {
-      const extra = c.task === 'seq_cls' ? { 'base_model.model.score.weight': [3, 8] } : {};
+      const extra: Record<string, number[]> = c.task === 'seq_cls' ? { 'base_model.model.score.weight': [3, 8] } : {};
+      // bias "lora_only": the targeted modules' biases, at <module>.base_layer.bias
+      if (c.config.bias === 'lora_only') for (const [m, , nOut] of c.modules) extra[`base_model.model.${m}.base_layer.bias`] = [nOut];
       expect(got[i]!.shapes, `case ${i}: ${JSON.stringify(c.config)}`).toEqual({ ...loraShapes(c.modules), ...extra });
     });
     expect(got[1]!.conf.target_modules).toBe('.*\\.1\\.mlp\\.c_fc');

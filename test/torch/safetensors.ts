@@ -2,7 +2,8 @@
  * A small safetensors reader and writer for the PyTorch reference tests only (the files the
  * reference script reads and writes). The library's own, validated and fuzzed reader lives in
  * src/io; this one is deliberately separate so the reference never shares code with what it
- * checks. Reads F64, F32, F16 and BF16 (the last two widened to Float32Array); writes F32 or F64.
+ * checks. Reads F64, F32, F16 and BF16 (the last two widened to Float32Array); writes F64 and F32,
+ * and F16 / BF16 for values those hold exactly (to test readers).
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -29,6 +30,15 @@ function halfToFloat(h: number): number {
   if (exp === 0) return sign * frac * 2 ** -24;
   if (exp === 31) return frac ? NaN : sign * Infinity;
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** The f16 bit pattern of `v`; throws unless f16 holds `v` exactly (zero or a normal number). */
+function floatToHalf(v: number): number {
+  if (v === 0) return Object.is(v, -0) ? 0x8000 : 0;
+  const e = Math.floor(Math.log2(Math.abs(v)));
+  const frac = (Math.abs(v) / 2 ** e - 1) * 1024;
+  if (e < -14 || e > 15 || !Number.isInteger(frac)) throw new Error(`encodeSafetensors: ${v} is not exactly an f16 normal number`);
+  return (v < 0 ? 0x8000 : 0) | ((e + 15) << 10) | frac;
 }
 
 /**
@@ -83,7 +93,9 @@ export function parseSafetensors(bytes: Uint8Array): { tensors: Record<string, S
  * Serialise tensors as the safetensors library does for one dtype: names sorted, a compact
  * JSON header with `__metadata__` first, padded with spaces to a multiple of 8 bytes.
  */
-export function encodeSafetensors(tensors: Record<string, StInput>, opts: { dtype?: 'F32' | 'F64'; metadata?: Record<string, string> } = {}): Uint8Array {
+export type StDtype = 'F64' | 'F32' | 'F16' | 'BF16';
+
+export function encodeSafetensors(tensors: Record<string, StInput>, opts: { dtype?: StDtype; metadata?: Record<string, string> } = {}): Uint8Array {
   const dtype = opts.dtype ?? 'F32';
   const size = SIZES[dtype]!;
   const header: Record<string, unknown> = {};
@@ -109,7 +121,13 @@ export function encodeSafetensors(tensors: Record<string, StInput>, opts: { dtyp
     const d = tensors[name]!.data;
     for (let i = 0; i < d.length; i++, at += size) {
       if (dtype === 'F64') view.setFloat64(at, d[i]!, true);
-      else view.setFloat32(at, d[i]!, true);
+      else if (dtype === 'F32') view.setFloat32(at, d[i]!, true);
+      else if (dtype === 'F16') view.setUint16(at, floatToHalf(d[i]!), true);
+      else {
+        const bits = new Uint32Array(new Float32Array([d[i]!]).buffer)[0]!;
+        if (bits & 0xffff || Math.fround(d[i]!) !== d[i]) throw new Error(`encodeSafetensors: ${d[i]} is not exactly a bf16 number`);
+        view.setUint16(at, bits >>> 16, true);
+      }
     }
   }
   return out;
@@ -120,7 +138,7 @@ export function readSafetensorsFile(path: string): { tensors: Record<string, StT
 }
 
 /** Write to a temporary file in the same folder, then rename. */
-export function writeSafetensorsFile(path: string, tensors: Record<string, StInput>, opts: { dtype?: 'F32' | 'F64'; metadata?: Record<string, string> } = {}): void {
+export function writeSafetensorsFile(path: string, tensors: Record<string, StInput>, opts: { dtype?: StDtype; metadata?: Record<string, string> } = {}): void {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.tmp-${basename(path)}-${process.pid}`);
   writeFileSync(tmp, encodeSafetensors(tensors, opts));
