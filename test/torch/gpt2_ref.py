@@ -818,10 +818,10 @@ class Model:
         if pad is None:
             idx = torch.full((B,), T - 1, dtype=torch.long)
         elif pooling == "first_pad":
-            # transformers < 4.48: the token before the first pad, wrapping to the last position
+            # transformers before huggingface/transformers#35911 (Jan 2025): the token before the first pad, wrapping to the last position
             idx = (torch.eq(ids, pad).int().argmax(-1) - 1) % T
         else:
-            # transformers >= 4.48: the rightmost token that is not the pad token
+            # transformers since #35911: the rightmost token that is not the pad token
             non_pad = (ids != pad).int()
             idx = (torch.arange(T, dtype=torch.int) * non_pad).argmax(-1)
         pooled = all_logits[torch.arange(B), idx]

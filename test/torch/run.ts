@@ -100,7 +100,14 @@ class Server {
       for (let nl = this.out.indexOf('\n'); nl >= 0; nl = this.out.indexOf('\n')) {
         const line = this.out.slice(0, nl);
         this.out = this.out.slice(nl + 1);
-        this.waiting.shift()?.resolve(JSON.parse(line) as Answer);
+        let answer: Answer;
+        try {
+          answer = JSON.parse(line) as Answer;
+        } catch {
+          // only answers go to stdout; anything else is a bug worth seeing
+          answer = { ok: false, status: 1, error: `gpt2_ref.py --serve wrote a line that is not an answer: ${line.slice(0, 500)}`, warnings: [] };
+        }
+        this.waiting.shift()?.resolve(answer);
         if (!this.waiting.length) this.idle();
       }
     });
@@ -112,6 +119,7 @@ class Server {
       this.dead = true;
       for (const w of this.waiting.splice(0)) w.reject(new TorchRefError(`gpt2_ref.py --serve (${PYTHON}) ${why}: ${this.err.trim()}`, null, this.err));
     };
+    this.child.stdin.on('error', () => undefined); // a dead process: reported by 'exit' below
     this.child.on('error', (e) => die(`could not run: ${e.message}`));
     this.child.on('exit', (code, signal) => die(`exited (${code ?? signal})`));
     this.idle();
@@ -153,6 +161,7 @@ export function runTorchJobs(jobs: TorchJob[]): Promise<TorchResult[]> {
         const stderr = [answer.error ?? '', warnings].filter(Boolean).join('\n');
         throw new TorchRefError(`gpt2_ref.py failed (status ${answer.status}): ${stderr}`, answer.status ?? 1, stderr);
       }
+      if (warnings) console.warn(warnings);
       return withOut.map((j) => readSafetensorsFile(j.out).tensors);
     } finally {
       rmSync(dir, { recursive: true, force: true });
