@@ -38,3 +38,22 @@ describe('scripts/ensure-browser.mjs', () => {
     expect(r.stdout).toContain('apt-get update && apt-get install -y chromium');
   });
 });
+
+const torchScript = fileURLToPath(new URL('../../scripts/ensure-torch.mjs', import.meta.url));
+const runTorchCheck = (env: Record<string, string>) =>
+  spawnSync(process.execPath, [torchScript], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 180_000 });
+
+describe('scripts/ensure-torch.mjs', () => {
+  it('finds the torch the reference tests (test/torch) run on', () => {
+    const r = runTorchCheck({});
+    expect(r.status, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/ensure-torch: (found|installed) torch \d+\.\d+\S* for \S+/);
+  });
+
+  it('with an interpreter that cannot import torch and installing disabled, prints the exact command and fails', () => {
+    const r = runTorchCheck({ WEBGPU_LORA_PYTHON: '/nonexistent/python3', WEBGPU_LORA_NO_INSTALL: '1' });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toContain('ensure-torch: /nonexistent/python3 cannot import torch');
+    expect(r.stdout).toContain('apt-get update && apt-get install -y python3-torch');
+  });
+});
