@@ -63,9 +63,10 @@ export const LORA_DEFAULTS: LoraConfig = {
 };
 
 /**
- * The fields PEFT (0.17–0.18) writes in adapter_config.json for a LoRA adapter, with the values
- * it writes for options this library does not have; `adapterConfigJson` adds them so PEFT sees
- * the file it would have written.
+ * The fields PEFT (0.20.0, the latest release) writes in adapter_config.json for a LoRA adapter
+ * beyond LoraConfig's own, with the values it writes for options this library does not have, so
+ * PEFT sees the file it would have written. `peft_version` stays null (the dataclass default):
+ * the file is not written by PEFT.
  */
 const PEFT_WRITTEN_EXTRAS: Record<string, unknown> = {
   alora_invocation_tokens: null,
@@ -77,12 +78,17 @@ const PEFT_WRITTEN_EXTRAS: Record<string, unknown> = {
   layer_replication: null,
   loftq_config: {},
   lora_bias: false,
+  lora_ga_config: null,
   megatron_config: null,
   megatron_core: 'megatron.core',
+  monteclora_config: null,
+  peft_version: null,
   qalora_group_size: 16,
   target_parameters: null,
   trainable_token_indices: null,
+  use_bdlora: null,
   use_qalora: false,
+  velora_config: null,
 };
 
 /** Keys that, when set to anything but their "off" value, ask for a feature this library lacks. */
@@ -97,10 +103,17 @@ const UNSUPPORTED: Record<string, (v: unknown) => boolean> = {
   loftq_config: (v) => v !== null && v !== undefined && !(typeof v === 'object' && Object.keys(v as object).length === 0),
   megatron_config: (v) => v !== null && v !== undefined,
   use_bdlora: (v) => v !== null && v !== undefined && v !== false,
+  ensure_weight_tying: (v) => v === true,
+  eva_config: (v) => v !== null && v !== undefined,
+  corda_config: (v) => v !== null && v !== undefined,
+  lora_ga_config: (v) => v !== null && v !== undefined,
+  velora_config: (v) => v !== null && v !== undefined,
+  monteclora_config: (v) => v !== null && v !== undefined,
+  arrow_config: (v) => v !== null && v !== undefined,
 };
 
 /** Every key PEFT's LoraConfig knows (so the rest can be reported as unknown). */
-const KNOWN = new Set([...Object.keys(LORA_DEFAULTS), ...Object.keys(PEFT_WRITTEN_EXTRAS), 'peft_version', 'lora_ga_config', 'use_bdlora', 'kasa_config', 'monteclora_config', 'velora_config']);
+const KNOWN = new Set([...Object.keys(LORA_DEFAULTS), ...Object.keys(PEFT_WRITTEN_EXTRAS), 'kasa_config', 'runtime_config']);
 
 export interface ParseOptions {
   /** Called with a message for each unknown key (default: console.warn). */
