@@ -1,6 +1,6 @@
 /**
  * Bench suite for parameter sets larger than one storage binding (src/kernels/chunks.ts):
- * AdamW with clipping over a ParamArena of 48M f32 (192 MB; lavapipe binds 128 MiB, so two
+ * AdamW with clipping over a ParamArena of 36.3M f32 (145 MB; lavapipe binds 128 MiB, so two
  * chunks: a gradient copy per parameter, a norm pass per chunk and a final one, an update per
  * chunk, one submit), and lerp over the chunks of two such arenas.
  */
@@ -12,7 +12,7 @@ import { AdamW } from '../src/optim/optimizer.js';
 import { type Row, wallTime } from './lib.js';
 import { makeTimer } from './lora.js';
 
-/** 48M f32 in 8 tensors: a GPT-2-small-like mix of large and small matrices. */
+/** 36.3M f32 in 8 tensors: a GPT-2-small-like mix of large and small matrices. */
 const SHAPES = [[16384, 768], [8192, 768], [768, 3072], [3072, 768], [8192, 768], [768, 2304], [6000, 768], [768]];
 
 export async function chunkedSuite(ctx: GpuContext, rows: Row[], maxTime: number): Promise<void> {

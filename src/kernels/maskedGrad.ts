@@ -41,7 +41,7 @@ export class GradMask {
   private readonly bits: Uint32Array | null = null;
   private readonly perVersion = new Map<string, { mask: OutputMask; skipped: boolean }>();
   private readonly blocks = new Map<string, GradMask>();
-  private disposed = false;
+  private disposed_ = false;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -117,7 +117,7 @@ export class GradMask {
 
   /** The mask and tile list for `version`'s tile shape, built once and kept on the GPU. */
   forVersion(version: MatmulVersion): { mask: OutputMask; skipped: boolean } {
-    this.checkLive('forVersion');
+    this.checkLive('GradMask.forVersion');
     const hit = this.perVersion.get(version);
     if (hit) return hit;
     const [N, K] = this.shape;
@@ -132,9 +132,10 @@ export class GradMask {
     }
     // Laid out in one typed array (a spread of a large mask into an array push overflows the
     // call stack: an element mask of 4M entries is 131 072 words).
-    let maskRows = 0;
+    // The element bits, or the row then the column mask, come first; the tile list follows.
+    const maskRows = 0;
+    const maskBits = 0;
     let maskCols = 0;
-    let maskBits = 0;
     let mode: 0 | 1 | 2 = 0;
     let at = 0;
     if (this.bits) {
@@ -180,7 +181,7 @@ export class GradMask {
    * this mask.
    */
   rowBlock(start: number, end: number): GradMask {
-    this.checkLive('rowBlock');
+    this.checkLive('GradMask.rowBlock');
     const [N, K] = this.shape;
     if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > N || start >= end) {
       throw new ArgumentError(`GradMask.rowBlock: rows [${start}, ${end}) are not inside [0, ${N}) with start < end`);
@@ -204,8 +205,14 @@ export class GradMask {
     return block;
   }
 
-  private checkLive(op: string): void {
-    if (this.disposed) throw new DisposedError(`GradMask.${op}: the [${this.shape.join(',')}] mask was disposed`);
+  /** True after `dispose()`; using the mask then throws a DisposedError. */
+  get disposed(): boolean {
+    return this.disposed_;
+  }
+
+  /** Throw a DisposedError naming `op` if the mask was disposed. */
+  checkLive(op: string): void {
+    if (this.disposed_) throw new DisposedError(`${op}: the GradMask [${this.shape.join(',')}] was disposed`);
   }
 
   dispose(): void {
@@ -213,7 +220,7 @@ export class GradMask {
     this.perVersion.clear();
     for (const b of this.blocks.values()) b.dispose();
     this.blocks.clear();
-    this.disposed = true;
+    this.disposed_ = true;
   }
 }
 
@@ -242,6 +249,7 @@ export interface MaskedGradOptions {
  * GradMask each step (`biasMask(N, ranges)` builds one).
  */
 export function maskedBiasGrad(ctx: GpuContext, dy: Tensor, mask: GradMask, o: MaskedGradOptions = {}): Tensor {
+  mask.checkLive('maskedBiasGrad');
   const [one, N] = mask.shape;
   if (one !== 1) throw new ShapeError(`maskedBiasGrad: the mask is [${mask.shape.join(',')}], expected [1,N] (from biasMask)`);
   dy.buffer('maskedBiasGrad: dy');
@@ -262,6 +270,7 @@ export function biasMask(ctx: GpuContext, N: number, trainable: [number, number]
 
 /** dW = mask ⊙ (dyᵀ·x), work only on tiles with a trainable entry. */
 export function maskedGrad(ctx: GpuContext, dy: Tensor, x: Tensor, mask: GradMask, o: MaskedGradOptions = {}): Tensor {
+  mask.checkLive('maskedGrad');
   const [N, K] = mask.shape;
   dy.buffer('maskedGrad: dy');
   x.buffer('maskedGrad: x');
@@ -338,6 +347,7 @@ export interface MaskedGradRowBlocksOptions {
  */
 export function maskedGradRowBlocks(ctx: GpuContext, dy: Tensor | readonly Tensor[], x: Tensor, mask: GradMask, o: MaskedGradRowBlocksOptions = {}): Tensor[] {
   const op = 'maskedGradRowBlocks';
+  mask.checkLive(op);
   const [N, K] = mask.shape;
   x.buffer(`${op}: x`);
   if (o.accumulate && !o.out) throw new ArgumentError(`${op}: accumulate needs opts.out`);

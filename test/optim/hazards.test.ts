@@ -80,9 +80,11 @@ describe('GradMask', () => {
         err = e;
       }
       expect(err).toBeInstanceOf(DisposedError);
-      expect((err as Error).message).toBe('GradMask.forVersion: the [4,5] mask was disposed');
+      expect((err as Error).message).toBe('maskedGrad: the GradMask [4,5] was disposed');
+      expect(mask.disposed).toBe(true);
     });
-    expect(() => mask.rowBlock(0, 2)).toThrow(DisposedError);
+    expect(() => mask.rowBlock(0, 2)).toThrow(new DisposedError('GradMask.rowBlock: the GradMask [4,5] was disposed'));
+    expect(() => mask.forVersion('naive')).toThrow(DisposedError);
   });
 
   it('an element mask over 4M entries works (its words were spread into Array.push, which overflowed the stack)', async () => {
