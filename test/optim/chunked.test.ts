@@ -109,8 +109,10 @@ describe('fused optimizers over a chunked arena', () => {
         g.forEach((d, k) => grads[k]!.write(d));
         const submits = ctx.stats.submits;
         const dispatches = ctx.stats.dispatches;
+        const live = ctx.memory().liveBytes;
         opt.step();
         expect(ctx.stats.submits).toBe(submits); // encoded only: the whole step is one submit
+        expect(ctx.memory().liveBytes).toBe(live); // the norm's partials are freed: live bytes stay flat
         // One update per chunk holding a group; clipping: a first pass per such chunk, one final pass.
         expect(ctx.stats.dispatches - dispatches).toBe(chunksWithGroups + (maxGradNorm === undefined ? 0 : chunksWithGroups + 1));
         const clip = clipFactorRef(g, maxGradNorm);
