@@ -8,11 +8,16 @@
  * const mask = new GradMask(ctx, [N, K], { rows: [[0, 64]] });   // only rows 0..63 train
  * const dW = maskedGrad(ctx, dy, x, mask);
  * ```
+ *
+ * A weight larger than one storage binding (a [50257, 768] embedding on lavapipe's 128 MiB)
+ * cannot be one tensor: keep it as row blocks (`rowBlocks`) and take its gradient with
+ * {@link maskedGradRowBlocks}, block by block with the mask's rows for each.
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
-import type { Tensor } from '../gpu/tensor.js';
-import { fill, ones as onesOf } from './elementwise.js';
+import { ArgumentError, DisposedError, DTypeError, ShapeError, SizeLimitError } from '../gpu/errors.js';
+import { bytesPerElement, type Tensor } from '../gpu/tensor.js';
+import { rowBlocks } from './chunks.js';
+import { fill, ones as onesOf, slice } from './elementwise.js';
 import { encodeMatmul, type MatmulVersion, matmulTileShape, type OutputMask, pickMatmulVersion } from './matmul.js';
 import { fmtShape, uploadU32 } from './util.js';
 
@@ -35,7 +40,8 @@ export class GradMask {
   private readonly colMask: Uint8Array | null = null;
   private readonly bits: Uint32Array | null = null;
   private readonly perVersion = new Map<string, { mask: OutputMask; skipped: boolean }>();
-  private disposed = false;
+  private readonly blocks = new Map<string, GradMask>();
+  private disposed_ = false;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -111,7 +117,7 @@ export class GradMask {
 
   /** The mask and tile list for `version`'s tile shape, built once and kept on the GPU. */
   forVersion(version: MatmulVersion): { mask: OutputMask; skipped: boolean } {
-    if (this.disposed) throw new ArgumentError('GradMask: used after dispose()');
+    this.checkLive('GradMask.forVersion');
     const hit = this.perVersion.get(version);
     if (hit) return hit;
     const [N, K] = this.shape;
@@ -124,25 +130,31 @@ export class GradMask {
         if (this.tileActive(y * t.rows, Math.min(N, (y + 1) * t.rows), x * t.cols, Math.min(K, (x + 1) * t.cols))) tiles.push(y, x);
       }
     }
-    const words: number[] = [];
-    let maskRows = 0;
+    // Laid out in one typed array (a spread of a large mask into an array push overflows the
+    // call stack: an element mask of 4M entries is 131 072 words).
+    // The element bits, or the row then the column mask, come first; the tile list follows.
+    const maskRows = 0;
+    const maskBits = 0;
     let maskCols = 0;
-    let maskBits = 0;
     let mode: 0 | 1 | 2 = 0;
+    let at = 0;
     if (this.bits) {
       mode = 2;
-      maskBits = words.length;
-      words.push(...this.bits);
+      at = this.bits.length;
     } else if (this.trainableFraction < 1) {
       mode = 1;
-      maskRows = words.length;
-      words.push(...this.rowMask!);
-      maskCols = words.length;
-      words.push(...this.colMask!);
+      maskCols = N;
+      at = N + K;
     }
-    const tileList = words.length;
-    words.push(...tiles);
-    const aux = uploadU32(this.ctx, new Uint32Array(words), 'grad mask');
+    const tileList = at;
+    const words = new Uint32Array(at + tiles.length);
+    if (this.bits) words.set(this.bits, maskBits);
+    else if (mode === 1) {
+      words.set(this.rowMask!, maskRows);
+      words.set(this.colMask!, maskCols);
+    }
+    words.set(tiles, tileList);
+    const aux = uploadU32(this.ctx, words, 'grad mask');
     const entry = {
       mask: { aux, mode, maskRows, maskCols, maskBits, tileList, tileCount: tiles.length / 2 },
       skipped: tiles.length / 2 < tr * tc,
@@ -163,11 +175,63 @@ export class GradMask {
     return false;
   }
 
+  /**
+   * The mask of rows [start, end) as a [end − start, K] mask of its own (for one row block of a
+   * weight stored as blocks; {@link maskedGradRowBlocks}). Built once and kept; disposed with
+   * this mask.
+   */
+  rowBlock(start: number, end: number): GradMask {
+    this.checkLive('GradMask.rowBlock');
+    const [N, K] = this.shape;
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > N || start >= end) {
+      throw new ArgumentError(`GradMask.rowBlock: rows [${start}, ${end}) are not inside [0, ${N}) with start < end`);
+    }
+    if (start === 0 && end === N) return this;
+    const key = `${start}:${end}`;
+    let block = this.blocks.get(key);
+    if (block) return block;
+    const rows = end - start;
+    if (this.bits) {
+      const elements = new Uint8Array(rows * K);
+      for (let e = 0; e < rows * K; e++) {
+        const f = start * K + e;
+        elements[e] = (this.bits[f >>> 5]! >>> (f & 31)) & 1;
+      }
+      block = new GradMask(this.ctx, [rows, K], { elements });
+    } else {
+      block = new GradMask(this.ctx, [rows, K], { rows: runs(this.rowMask!.subarray(start, end)), cols: runs(this.colMask!) });
+    }
+    this.blocks.set(key, block);
+    return block;
+  }
+
+  /** True after `dispose()`; using the mask then throws a DisposedError. */
+  get disposed(): boolean {
+    return this.disposed_;
+  }
+
+  /** Throw a DisposedError naming `op` if the mask was disposed. */
+  checkLive(op: string): void {
+    if (this.disposed_) throw new DisposedError(`${op}: the GradMask [${this.shape.join(',')}] was disposed`);
+  }
+
   dispose(): void {
     for (const { mask } of this.perVersion.values()) this.ctx.destroyAfterSubmit(mask.aux);
     this.perVersion.clear();
-    this.disposed = true;
+    for (const b of this.blocks.values()) b.dispose();
+    this.blocks.clear();
+    this.disposed_ = true;
   }
+}
+
+/** The [start, end) runs of ones in a 0/1 mask. */
+function runs(m: Uint8Array): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0; i < m.length; i++) {
+    if (m[i] && (i === 0 || !m[i - 1])) out.push([i, i + 1]);
+    else if (m[i]) out[out.length - 1]![1] = i + 1;
+  }
+  return out;
 }
 
 export interface MaskedGradOptions {
@@ -185,6 +249,7 @@ export interface MaskedGradOptions {
  * GradMask each step (`biasMask(N, ranges)` builds one).
  */
 export function maskedBiasGrad(ctx: GpuContext, dy: Tensor, mask: GradMask, o: MaskedGradOptions = {}): Tensor {
+  mask.checkLive('maskedBiasGrad');
   const [one, N] = mask.shape;
   if (one !== 1) throw new ShapeError(`maskedBiasGrad: the mask is [${mask.shape.join(',')}], expected [1,N] (from biasMask)`);
   dy.buffer('maskedBiasGrad: dy');
@@ -205,6 +270,7 @@ export function biasMask(ctx: GpuContext, N: number, trainable: [number, number]
 
 /** dW = mask ⊙ (dyᵀ·x), work only on tiles with a trainable entry. */
 export function maskedGrad(ctx: GpuContext, dy: Tensor, x: Tensor, mask: GradMask, o: MaskedGradOptions = {}): Tensor {
+  mask.checkLive('maskedGrad');
   const [N, K] = mask.shape;
   dy.buffer('maskedGrad: dy');
   x.buffer('maskedGrad: x');
@@ -214,6 +280,13 @@ export function maskedGrad(ctx: GpuContext, dy: Tensor, x: Tensor, mask: GradMas
   if (x.size / K !== M) throw new ShapeError(`maskedGrad: dy has ${M} rows and x has ${x.size / K}; they must match`);
   if (dy.dtype !== x.dtype) throw new DTypeError(`maskedGrad: dy is ${dy.dtype} and x is ${x.dtype}; they must match`);
   if (o.accumulate && !o.out) throw new ArgumentError('maskedGrad: accumulate needs opts.out');
+  const bytes = N * K * bytesPerElement(dy.dtype);
+  const maxBinding = ctx.caps.limits.maxStorageBufferBindingSize ?? Infinity;
+  if (bytes > maxBinding) {
+    throw new SizeLimitError(
+      `maskedGrad: dW [${N},${K}] ${dy.dtype} is ${bytes} bytes, over maxStorageBufferBindingSize ${maxBinding}; keep the weight as row blocks (rowBlocks) and use maskedGradRowBlocks`,
+    );
+  }
   let out = o.out;
   if (out) {
     out.buffer('maskedGrad: out');
@@ -246,4 +319,70 @@ export function maskedGrad(ctx: GpuContext, dy: Tensor, x: Tensor, mask: GradMas
     mask: m,
   });
   return out;
+}
+
+export interface MaskedGradRowBlocksOptions {
+  /**
+   * The row blocks of dW to write, [N_b, K] each, the N_b summing to N (e.g. the ParamArena
+   * slots of the weight's gradient blocks). Default: new tensors shaped by `rowBlocks`.
+   */
+  out?: readonly Tensor[];
+  /** dW += the masked product (needs `out`). */
+  accumulate?: boolean;
+  version?: MatmulVersion;
+}
+
+/**
+ * dW = mask ⊙ (dyᵀ·x) for a weight [N,K] larger than one storage binding, kept as row blocks:
+ * block b is rows [n_b, n_b + N_b) of dW, [N_b, K]. `dy` is one [..., N] tensor (each block's
+ * columns are copied out first: M·N_b elements against the block's M·N_b·K multiply-adds) or a
+ * list of one [..., N_b] per block (what a linear layer run block by block produces). Each
+ * block runs `maskedGrad` with its rows of the mask (`mask.rowBlock`, built once and kept), so
+ * frozen tiles are still skipped; everything is encoded, nothing submitted.
+ *
+ * ```ts
+ * const mask = new GradMask(ctx, [50257, 768], { rows: [[50000, 50257]] }); // only new tokens train
+ * const dWte = maskedGradRowBlocks(ctx, dLogits, h, mask);                    // lavapipe: 2 blocks
+ * ```
+ */
+export function maskedGradRowBlocks(ctx: GpuContext, dy: Tensor | readonly Tensor[], x: Tensor, mask: GradMask, o: MaskedGradRowBlocksOptions = {}): Tensor[] {
+  const op = 'maskedGradRowBlocks';
+  mask.checkLive(op);
+  const [N, K] = mask.shape;
+  x.buffer(`${op}: x`);
+  if (o.accumulate && !o.out) throw new ArgumentError(`${op}: accumulate needs opts.out`);
+  const shapes = o.out ? o.out.map((t) => [...t.shape]) : rowBlocks(ctx, [N, K], x.dtype);
+  shapes.forEach((s, b) => {
+    if (s.length !== 2 || s[1] !== K) throw new ShapeError(`${op}: out[${b}] has shape ${fmtShape(s)}, expected [rows, ${K}] (the mask is [${N},${K}])`);
+  });
+  const total = shapes.reduce((n, s) => n + s[0]!, 0);
+  if (total !== N) throw new ShapeError(`${op}: the out blocks have ${total} rows in all, the mask has N = ${N}`);
+  let M = 0;
+  if (Array.isArray(dy)) {
+    if (dy.length !== shapes.length) throw new ShapeError(`${op}: dy has ${dy.length} blocks and dW ${shapes.length}; they must match`);
+    (dy as readonly Tensor[]).forEach((d, b) => {
+      d.buffer(`${op}: dy[${b}]`);
+      if (d.shape[d.shape.length - 1] !== shapes[b]![0]) throw new ShapeError(`${op}: dy[${b}] has shape ${fmtShape(d.shape)}, expected [..., ${shapes[b]![0]}] (block ${b}'s rows)`);
+    });
+  } else {
+    const d = dy as Tensor;
+    d.buffer(`${op}: dy`);
+    if (d.shape[d.shape.length - 1] !== N) throw new ShapeError(`${op}: dy has shape ${fmtShape(d.shape)}, expected [..., N] with N = ${N} (the mask is [${N},${K}])`);
+    M = d.size / N;
+  }
+  let start = 0;
+  return shapes.map((s, b) => {
+    const rows = s[0]!;
+    const block = mask.rowBlock(start, start + rows);
+    const out = o.out?.[b] ?? ctx.empty(s, x.dtype, `${op}.dW${b}`);
+    const opts = { out, accumulate: o.accumulate, version: o.version };
+    if (Array.isArray(dy)) maskedGrad(ctx, (dy as readonly Tensor[])[b]!, x, block, opts);
+    else if (shapes.length === 1) maskedGrad(ctx, dy as Tensor, x, block, opts);
+    else {
+      const from = start;
+      ctx.scope(() => void maskedGrad(ctx, slice(ctx, (dy as Tensor).view([M, N]), 1, from, rows), x, block, opts));
+    }
+    start += rows;
+    return out;
+  });
 }

@@ -5,10 +5,11 @@
  * ```ts
  * const rowSums = sum(ctx, x);              // [M,N] -> [M]
  * const total = mean(ctx, x, 'all');        // -> [1]
+ * const normSq = sumSquaresMany(ctx, arena.chunks); // Σ x² over several tensors -> [1]
  * ```
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ArgumentError, ShapeError, SizeLimitError } from '../gpu/errors.js';
+import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import { KernelModule, type DType } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
@@ -43,13 +44,14 @@ export function reducesByVec4(n: number, cols: number): boolean {
   return cols % 4 === 0 && n % 4 === 0;
 }
 
-function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: ReduceOp, scale: number, out: Tensor, y?: Tensor): void {
+/** out[outOffset + r] = scale · reduce(row r of x viewed as rows of `cols` over n elements). */
+function reduceRows(ctx: GpuContext, x: Tensor, n: number, cols: number, op: ReduceOp, scale: number, out: Tensor, y?: Tensor, outOffset = 0): void {
   const rows = Math.ceil(n / cols);
   const v4 = reducesByVec4(n, cols);
   ctx.dispatch(reduceModule(x.dtype), v4 ? 'reduce_rows4' : 'reduce_rows', {
     // y is read only by OP 3; the others bind x in its place.
     bindings: v4 ? { x4: x, y4: y ?? x, out } : { x, y: y ?? x, out },
-    params: { n, cols, rows, scale },
+    params: { n, cols, rows, scale, outOffset },
     constants: { OP: op, SERIAL_TAIL: serialTail(ctx) },
     workgroups: grid2d(ctx, rows, 'reduce'),
   });
@@ -69,8 +71,9 @@ function reduce(opName: string, ctx: GpuContext, x: Tensor, axis: ReduceAxis, op
     return o;
   }
   if (axis !== 'all') throw new ArgumentError(`${opName}: axis ${String(axis)}, expected -1 (last) or 'all'`);
+  // No limit on the count: the second pass is one row of ceil(n / CHUNK) partials (8192 for
+  // the largest f32 tensor lavapipe binds; 256 lanes add 32 each).
   const rows = Math.ceil(x.size / CHUNK);
-  if (rows > CHUNK) throw new SizeLimitError(`${opName}: ${x.size} elements exceed ${CHUNK * CHUNK} for a whole-array reduction`);
   const o = outputTensor(ctx, opName, out, [1], dt);
   const finalScale = mean ? 1 / x.size : 1;
   if (x.size <= CHUNK) {
@@ -98,4 +101,33 @@ export const sumSquares = (ctx: GpuContext, x: Tensor, axis: ReduceAxis = -1, ou
 /** Σ (x − y)² over the last axis or over everything; `mean` divides by the count (an MSE loss). */
 export function sumSquaredDiff(ctx: GpuContext, x: Tensor, y: Tensor, o: { axis?: ReduceAxis; mean?: boolean; out?: Tensor } = {}): Tensor {
   return reduce(o.mean ? 'meanSquaredDiff' : 'sumSquaredDiff', ctx, x, o.axis ?? 'all', 3, o.mean ?? false, o.out, y);
+}
+
+/**
+ * Σ x² over every element of every tensor in `xs` (same dtype) -> [1]: the squared global norm
+ * of a parameter or gradient set larger than one storage binding (a chunked ParamArena's
+ * chunks, an optimizer's gradients). Each tensor's first pass writes its partials (one per
+ * 4096 elements) at its own offset in one partials tensor, then one pass adds them all: a
+ * dispatch per tensor plus one, encoded, no readback. One tensor is `sumSquares(x, 'all')`.
+ */
+export function sumSquaresMany(ctx: GpuContext, xs: readonly Tensor[], out?: Tensor): Tensor {
+  const op = 'sumSquaresMany';
+  if (!xs.length) throw new ArgumentError(`${op}: no tensors`);
+  const dt = checkTensor(op, 'xs[0]', xs[0]!);
+  xs.forEach((x, i) => checkTensor(op, `xs[${i}]`, x, dt));
+  if (xs.length === 1) return reduce(op, ctx, xs[0]!, 'all', 2, false, out);
+  const o = outputTensor(ctx, op, out, [1], dt);
+  const rows = xs.map((x) => Math.ceil(x.size / CHUNK));
+  const total = rows.reduce((a, b) => a + b, 0);
+  ctx.scope(() => {
+    const partial = ctx.empty([total], dt, `${op}.partial`);
+    let offset = 0;
+    xs.forEach((x, i) => {
+      reduceRows(ctx, x, x.size, CHUNK, 2, 1, partial, undefined, offset);
+      offset += rows[i]!;
+    });
+    // The partials are already squared: this pass only adds them.
+    reduceRows(ctx, partial, total, total, 0, 1, o);
+  });
+  return o;
 }

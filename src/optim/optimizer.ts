@@ -2,8 +2,9 @@
  * Fused optimizers (src/wgsl/optim.wgsl): state allocated once, global-norm clipping computed
  * on the GPU, and `step()` only encodes (the training step's single submit carries it).
  * Parameters that are windows of one ParamArena (src/optim/arena.ts) are updated by one
- * dispatch for all groups, each group with its own lr and weight decay; other parameters get
- * a dispatch each.
+ * dispatch for all groups per chunk of the arena (one chunk unless the arena is larger than a
+ * storage binding), each group with its own lr and weight decay; other parameters get a
+ * dispatch each. Clipping reduces every gradient into partials and adds them in one pass.
  *
  * ```ts
  * // LoRA+: B learns 16× faster than A.
@@ -15,10 +16,11 @@ import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { add, full } from '../kernels/elementwise.js';
-import { sumSquares } from '../kernels/reduce.js';
+import { full } from '../kernels/elementwise.js';
+import { sumSquaresMany } from '../kernels/reduce.js';
 import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from '../kernels/util.js';
 import { wgsl } from '../wgsl/sources.js';
+import { arenaOfChunk } from './arena.js';
 
 export interface ParamGroup {
   /** Parameters, f32 (any tensor, or a window of a ParamArena), updated in place. */
@@ -52,20 +54,51 @@ function optimModule(): KernelModule {
   return KernelModule.get('optim.wgsl', wgsl.optim);
 }
 
+/** Copy `src`'s data to byte `dstByte` of `dst` (encoded in order with the kernels). */
+function copyInto(ctx: GpuContext, src: Tensor, dst: Tensor, dstByte: number): void {
+  ctx.encoder().copyBufferToBuffer(src.buffer(), src.byteOffset, dst.buffer(), dst.byteOffset + dstByte, Math.ceil(src.byteLength / 4) * 4);
+}
+
 /**
- * The storage all groups are windows (or views) of, if they are: a ParamArena's, or any
- * tensor's. Groups that overlap in it are refused (they would be updated twice).
+ * The storage tensors all groups are windows (or views) of, if they are: one tensor (a
+ * ParamArena of one chunk, or any tensor), or chunks of one ParamArena (in chunk order, those
+ * holding a group). Groups that overlap in a storage are refused (they would be updated twice).
  */
-function arenaOf(name: string, groups: readonly ParamGroup[]): { storage: Tensor } | null {
-  const storage = groups[0]!.params.parent;
-  if (!storage || !groups.every((g) => g.params.parent === storage)) return null;
-  const ranges = groups.map((g, i) => ({ i, start: g.params.byteOffset, end: g.params.byteOffset + g.params.byteLength })).sort((a, b) => a.start - b.start);
-  for (let k = 1; k < ranges.length; k++) {
-    if (ranges[k]!.start < ranges[k - 1]!.end) {
-      throw new ArgumentError(`${name}: groups[${ranges[k - 1]!.i}] and groups[${ranges[k]!.i}] share storage (overlapping windows of '${storage.label}'); give each parameter once`);
+function arenaStorages(name: string, groups: readonly ParamGroup[]): Tensor[] | null {
+  const parents = groups.map((g) => g.params.parent);
+  const first = parents[0];
+  if (!first || parents.some((p) => !p)) return null;
+  let storages = [first];
+  if (!parents.every((p) => p === first)) {
+    const arena = arenaOfChunk(first);
+    if (!arena || !parents.every((p) => arenaOfChunk(p!) === arena)) return null;
+    storages = arena.chunks.filter((c) => parents.includes(c));
+  }
+  for (const storage of storages) {
+    const ranges = groups
+      .map((g, i) => ({ i, parent: g.params.parent, start: g.params.byteOffset, end: g.params.byteOffset + g.params.byteLength }))
+      .filter((r) => r.parent === storage)
+      .sort((a, b) => a.start - b.start);
+    for (let k = 1; k < ranges.length; k++) {
+      if (ranges[k]!.start < ranges[k - 1]!.end) {
+        throw new ArgumentError(`${name}: groups[${ranges[k - 1]!.i}] and groups[${ranges[k]!.i}] share storage (overlapping windows of '${storage.label}'); give each parameter once`);
+      }
     }
   }
-  return { storage };
+  return storages;
+}
+
+/** One update dispatch: a storage tensor (an arena chunk) and the groups that are windows of it. */
+interface ArenaPart {
+  storage: Tensor;
+  /** Indices of the groups in this storage. */
+  groups: number[];
+  /** One flat tensor per state slot over the storage; each group's state is a window. */
+  state: Tensor[];
+  /** The step's gradients, copied to their groups' places, so one binding serves every group. */
+  grads: Tensor;
+  /** Ranges, lr and weight decay of the groups, then each workgroup's first group (optim.wgsl). */
+  table: GPUBuffer;
 }
 
 abstract class Optimizer {
@@ -73,11 +106,11 @@ abstract class Optimizer {
   t = 0;
   protected readonly state: Tensor[][];
   private readonly norm: Tensor | null;
-  /** Set when every group is a window of one ParamArena's storage: one dispatch per step. */
-  private readonly arena: { storage: Tensor } | null;
-  private readonly flatState: Tensor[] = [];
-  private readonly gradArena: Tensor | null = null;
-  private readonly groupTable: GPUBuffer | null = null;
+  /**
+   * Set when every group is a window of one storage, or of the chunks of one ParamArena: one
+   * update dispatch per storage (chunk) and step instead of one per group.
+   */
+  private readonly parts: ArenaPart[] | null;
   /** Bound where the kernel declares a binding this configuration never touches (two: one read, one written). */
   private readonly unused: [Tensor, Tensor];
 
@@ -94,40 +127,27 @@ abstract class Optimizer {
     groups.forEach((g, i) => {
       g.params.buffer(`${name}: groups[${i}].params`);
       if (g.params.dtype !== 'f32') throw new DTypeError(`${name}: groups[${i}].params must be f32, got ${g.params.dtype}`);
+      // Every group's own options, whether or not it carries its gradients: in an arena they go
+      // to the group table unchecked (NaN spreads to every weight, a negative lr marks the group
+      // as absent), and a negative lr would ascend elsewhere.
+      if (g.lr !== undefined) finite(name, `groups[${i}].lr`, g.lr, 0);
+      if (g.weightDecay !== undefined) finite(name, `groups[${i}].weightDecay`, g.weightDecay, 0);
       if (!g.grads) return;
       g.grads.buffer(`${name}: groups[${i}].grads`);
       if (g.grads.dtype !== 'f32') throw new DTypeError(`${name}: groups[${i}].grads must be f32, got ${g.grads.dtype}`);
       if (g.params.size !== g.grads.size) {
         throw new ShapeError(`${name}: groups[${i}] params [${g.params.shape.join(',')}] and grads [${g.grads.shape.join(',')}] differ in size`);
       }
-      if (g.lr !== undefined) finite(name, `groups[${i}].lr`, g.lr, 0);
-      if (g.weightDecay !== undefined) finite(name, `groups[${i}].weightDecay`, g.weightDecay, 0);
     });
-    this.arena = arenaOf(name, groups);
-    if (this.arena) {
-      // One flat tensor per state slot over the whole arena; each group's state is a window.
-      const { storage } = this.arena;
-      this.flatState = Array.from({ length: stateSlots }, (_, k) => ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.state${k}`)));
-      this.state = groups.map((g) => this.flatState.map((f) => f.window(g.params.byteOffset - storage.byteOffset, [g.params.size])));
-      this.gradArena = ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.grads`));
-      // Groups in order of their start, then each 256-element workgroup's first group (the
-      // first that ends past the workgroup's start), so a lane's lookup is a short scan.
-      const order = groups.map((g, i) => ({ g, start: (g.params.byteOffset - storage.byteOffset) / 4 })).sort((a, b) => a.start - b.start);
-      const wgs = Math.ceil(storage.size / 256);
-      const table = new Uint32Array(4 * groups.length + wgs);
-      const bits = new Float32Array(table.buffer);
-      order.forEach(({ g, start }, k) => {
-        table.set([start, start + g.params.size], 4 * k);
-        bits[4 * k + 2] = g.lr ?? opts.lr;
-        bits[4 * k + 3] = g.weightDecay ?? this.defaultWeightDecay(opts);
+    const storages = arenaStorages(name, groups);
+    if (storages) {
+      this.parts = storages.map((storage) => this.arenaPart(storage, stateSlots));
+      this.state = groups.map((g) => {
+        const part = this.parts!.find((p) => p.storage === g.params.parent)!;
+        return part.state.map((f) => f.window(g.params.byteOffset - part.storage.byteOffset, [g.params.size]));
       });
-      let k = 0;
-      for (let w = 0; w < wgs; w++) {
-        while (k < order.length && order[k]!.start + order[k]!.g.params.size <= 256 * w) k++;
-        table[4 * groups.length + w] = k;
-      }
-      this.groupTable = uploadU32(ctx, table, `${name} groups`);
     } else {
+      this.parts = null;
       this.state = groups.map((g) =>
         Array.from({ length: stateSlots }, (_, k) => ctx.keep(full(ctx, [g.params.size], 0, 'f32', `${name}.state${k}`))),
       );
@@ -136,23 +156,45 @@ abstract class Optimizer {
     this.unused = [ctx.keep(ctx.empty([4], 'f32', `${name}.unused`)), ctx.keep(ctx.empty([4], 'f32', `${name}.unused`))];
   }
 
-  /** Σ g² over every group into `norm` (clipping), encoded before the updates. */
-  protected encodeNorm(): void {
-    const norm = this.norm;
-    if (!norm) return;
-    if (this.gradArena) {
-      sumSquares(this.ctx, this.gradArena, 'all', norm);
-      return;
-    }
-    const n = this.groups.length;
-    if (n === 1) {
-      sumSquares(this.ctx, this.grads(0), 'all', norm);
-      return;
-    }
-    this.ctx.scope(() => {
-      let acc = sumSquares(this.ctx, this.grads(0), 'all');
-      for (let i = 1; i < n; i++) acc = add(this.ctx, acc, sumSquares(this.ctx, this.grads(i), 'all'), i === n - 1 ? norm : undefined);
+  /** State, gradient staging and group table for the groups that are windows of `storage`. */
+  private arenaPart(storage: Tensor, stateSlots: number): ArenaPart {
+    const { ctx, name, opts } = this;
+    const groups = this.groups.flatMap((g, i) => (g.params.parent === storage ? [i] : []));
+    const state = Array.from({ length: stateSlots }, (_, k) => ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.state${k}`)));
+    const grads = ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.grads`));
+    // Groups in order of their start, then each 256-element workgroup's first group (the
+    // first that ends past the workgroup's start), so a lane's lookup is a short scan.
+    const order = groups
+      .map((i) => ({ g: this.groups[i]!, start: (this.groups[i]!.params.byteOffset - storage.byteOffset) / 4 }))
+      .sort((a, b) => a.start - b.start);
+    const wgs = Math.ceil(storage.size / 256);
+    const table = new Uint32Array(4 * order.length + wgs);
+    const bits = new Float32Array(table.buffer);
+    order.forEach(({ g, start }, k) => {
+      table.set([start, start + g.params.size], 4 * k);
+      bits[4 * k + 2] = g.lr ?? opts.lr;
+      bits[4 * k + 3] = g.weightDecay ?? this.defaultWeightDecay(opts);
     });
+    let k = 0;
+    for (let w = 0; w < wgs; w++) {
+      while (k < order.length && order[k]!.start + order[k]!.g.params.size <= 256 * w) k++;
+      table[4 * order.length + w] = k;
+    }
+    return { storage, groups, state, grads, table: uploadU32(ctx, table, `${name} groups`) };
+  }
+
+  /**
+   * Σ g² over every group's gradients of the last step (before clipping), on the GPU: [1] f32,
+   * a view (read it to log the norm, as torch's clip_grad_norm_ returns it); null without
+   * `maxGradNorm`.
+   */
+  get gradNormSq(): Tensor | null {
+    return this.norm ? this.norm.view([1]) : null;
+  }
+
+  /** Σ g² over every group into `norm` (clipping), encoded before the updates. */
+  protected encodeNorm(grads: readonly Tensor[]): void {
+    if (this.norm) sumSquaresMany(this.ctx, grads, this.norm);
   }
 
   /** Gradients for this step, replacing the groups' `grads` (e.g. fresh ones from backward). */
@@ -174,6 +216,7 @@ abstract class Optimizer {
   protected grads(i: number): Tensor {
     const g = this.stepGrads[i] ?? this.groups[i]!.grads;
     if (!g) throw new ArgumentError(`${this.name}: group ${i} has no gradient: give groups[${i}].grads or pass grads to step()`);
+    g.buffer(`${this.name}: groups[${i}].grads`);
     return g;
   }
 
@@ -181,14 +224,16 @@ abstract class Optimizer {
   protected abstract defaultWeightDecay(opts: CommonOptions): number;
 
   /**
-   * Encode the update of every group: one dispatch over the arena (each group's lr and weight
-   * decay from the group table, `lrScale` from the schedule), else one per group. `common` are
-   * the entry's params shared by all groups.
+   * Encode the update of every group: one dispatch per arena storage (each group's lr and
+   * weight decay from the storage's group table, `lrScale` from the schedule), else one per
+   * group. `common` are the entry's params shared by all groups.
    */
   protected update(entry: 'adamw_step' | 'sgd_step', lrScale: number, common: Record<string, number>, constants: Record<string, boolean>): void {
-    const base = { maxNorm: this.opts.maxGradNorm ?? 0, ngroups: this.groups.length, ...common };
+    // Every gradient is found (or the step refused) before anything is encoded.
+    const grads = this.groups.map((_, i) => this.grads(i));
+    const base = { maxNorm: this.opts.maxGradNorm ?? 0, ...common };
     // One dispatch of `entry` over p/g and their state [m, v, vmax].
-    const dispatch = (p: Tensor, g: Tensor, [m, v, vmax]: Tensor[], groups: GPUBuffer, lr: number, weightDecay: number) =>
+    const dispatch = (p: Tensor, g: Tensor, [m, v, vmax]: Tensor[], groups: GPUBuffer, ngroups: number, lr: number, weightDecay: number) =>
       this.ctx.dispatch(optimModule(), entry, {
         bindings: {
           g,
@@ -198,26 +243,23 @@ abstract class Optimizer {
           ...(entry === 'adamw_step' ? { v: v!, vmax: vmax ?? this.unused[1] } : {}),
           groups,
         },
-        params: { ...base, n: p.size, lr, weightDecay },
-        constants: { ...constants, CLIP: this.norm !== null, ARENA: this.arena !== null },
+        params: { ...base, ngroups, n: p.size, lr, weightDecay },
+        constants: { ...constants, CLIP: this.norm !== null, ARENA: this.parts !== null },
         workgroups: grid2d(this.ctx, Math.ceil(p.size / 256), this.name),
       });
-    if (this.arena) {
-      const { storage } = this.arena;
-      const grads = this.gradArena!;
-      const enc = this.ctx.encoder();
-      this.groups.forEach((g, i) => {
-        const src = this.grads(i);
-        enc.copyBufferToBuffer(src.buffer(this.name), src.byteOffset, grads.buffer(this.name), g.params.byteOffset - storage.byteOffset, Math.ceil(src.byteLength / 4) * 4);
-      });
-      this.encodeNorm();
+    if (this.parts) {
+      for (const part of this.parts) {
+        for (const i of part.groups) copyInto(this.ctx, grads[i]!, part.grads, this.groups[i]!.params.byteOffset - part.storage.byteOffset);
+      }
+      // The norm covers every chunk before any is updated.
+      this.encodeNorm(this.parts.map((part) => part.grads));
       // Each group's lr and weight decay come from the group table; params.lr is the schedule's scale.
-      dispatch(storage, grads, this.flatState, this.groupTable!, lrScale, 0);
+      for (const part of this.parts) dispatch(part.storage, part.grads, part.state, part.table, part.groups.length, lrScale, 0);
       return;
     }
-    this.encodeNorm();
+    this.encodeNorm(grads);
     this.groups.forEach((g, i) => {
-      dispatch(g.params, this.grads(i), this.state[i]!, unusedU32(this.ctx), (g.lr ?? this.opts.lr) * lrScale, g.weightDecay ?? this.defaultWeightDecay(this.opts));
+      dispatch(g.params, grads[i]!, this.state[i]!, unusedU32(this.ctx), 0, (g.lr ?? this.opts.lr) * lrScale, g.weightDecay ?? this.defaultWeightDecay(this.opts));
     });
   }
 
@@ -240,9 +282,11 @@ abstract class Optimizer {
 
   dispose(): void {
     for (const slots of this.state) for (const s of slots) s.dispose();
-    for (const s of this.flatState) s.dispose();
-    this.gradArena?.dispose();
-    if (this.groupTable) this.ctx.destroyAfterSubmit(this.groupTable);
+    for (const part of this.parts ?? []) {
+      for (const s of part.state) s.dispose();
+      part.grads.dispose();
+      this.ctx.destroyAfterSubmit(part.table);
+    }
     this.norm?.dispose();
     for (const u of this.unused) u.dispose();
   }

@@ -1,10 +1,12 @@
 // reduce.wgsl — reductions over the last axis of x viewed as [rows, cols].
 //
-// out[r] = scale · reduce_{c < cols} f(x[r·cols + c]), with f = identity for SUM, |·| for
+// out[outOffset + r] = scale · reduce_{c < cols} f(x[r·cols + c]), with f = identity for SUM, |·| for
 // MAX_ABS, x² for SUM_SQUARES (the global gradient norm for clipping) and (x − y)² for
 // SUM_SQ_DIFF (an MSE loss in one pass). One workgroup per row (2-D grid of workgroups for many rows): each lane strides
 // over the row accumulating in f32, then a tree reduction in workgroup memory.
-// A whole-array reduction is two passes: rows of a fixed chunk, then the partials.
+// A whole-array reduction is two passes: rows of a fixed chunk, then the partials. Over a set
+// of arrays larger than one binding (a chunked ParamArena's gradients), each array's first pass
+// writes its partials at its own outOffset into one partials array, and one pass adds them all.
 // reduce_rows4 is the same over vec4s where rows are whole vec4s.
 // The last row may be short (n not a multiple of cols): lanes stop at n.
 alias T = f32;
@@ -14,6 +16,7 @@ struct Params {
   cols: u32,
   rows: u32,
   scale: f32,
+  outOffset: u32,
 }
 
 const WG = 256u;
@@ -56,7 +59,7 @@ fn finish_row(li: u32, row: u32, v: f32) {
     if (li == 0u && row < params.rows) {
       var t = partial[0];
       for (var l = 1u; l < WG; l++) { t = combine(t, partial[l]); }
-      out[row] = T(params.scale * t);
+      out[params.outOffset + row] = T(params.scale * t);
     }
     return;
   }
@@ -64,7 +67,7 @@ fn finish_row(li: u32, row: u32, v: f32) {
     if (li < s) { partial[li] = combine(partial[li], partial[li + s]); }
     workgroupBarrier();
   }
-  if (li == 0u && row < params.rows) { out[row] = T(params.scale * partial[0]); }
+  if (li == 0u && row < params.rows) { out[params.outOffset + row] = T(params.scale * partial[0]); }
 }
 
 @compute @workgroup_size(WG)
