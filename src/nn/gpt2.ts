@@ -276,7 +276,7 @@ abstract class GPT2PreTrained extends Module {
   }
 
   /** Allocate and initialise (HF's init, seeded on the GPU) every parameter not yet allocated. */
-  override allocate(o: { seed?: number } = {}): ParamArena | null {
+  override allocate(o: { seed?: number; chunkBytes?: number } = {}): ParamArena | null {
     const a = super.allocate(o);
     if (a) this.arenas.push(a);
     seedDropouts(this, (o.seed ?? 0) + 1);
@@ -316,7 +316,7 @@ export class GPT2LMHeadModel extends GPT2PreTrained {
   }
 
   /** Build and allocate a randomly initialised model (HF's initialisation). */
-  static create(ctx: GpuContext, config: GPT2Config, o: { seed?: number } = {}): GPT2LMHeadModel {
+  static create(ctx: GpuContext, config: GPT2Config, o: { seed?: number; chunkBytes?: number } = {}): GPT2LMHeadModel {
     const m = new GPT2LMHeadModel(ctx, config);
     m.allocate(o);
     return m;
@@ -363,7 +363,7 @@ export class GPT2ForSequenceClassification extends GPT2PreTrained {
     this.add('score', new Linear(ctx, config.n_embd, n, { bias: false, init: { kind: 'normal', std: config.initializer_range } }));
   }
 
-  static create(ctx: GpuContext, config: GPT2Config, o: { seed?: number } = {}): GPT2ForSequenceClassification {
+  static create(ctx: GpuContext, config: GPT2Config, o: { seed?: number; chunkBytes?: number } = {}): GPT2ForSequenceClassification {
     const m = new GPT2ForSequenceClassification(ctx, config);
     m.allocate(o);
     return m;

@@ -225,11 +225,12 @@ export abstract class Module {
 
   /**
    * Give every declared, not yet allocated parameter of the subtree storage in one new
-   * ParamArena (in namedParameters order) and initialise it on the GPU from `seed` (each
+   * ParamArena (in namedParameters order; chunks of at most `chunkBytes`, by default one storage
+   * binding) and initialise it on the GPU from `seed` (each
    * parameter its own stream). Parameters require a gradient afterwards (as in torch).
    * Returns the arena (the caller, or the model that owns the subtree, disposes it).
    */
-  allocate(o: { seed?: number } = {}): ParamArena | null {
+  allocate(o: { seed?: number; chunkBytes?: number } = {}): ParamArena | null {
     const pending = this.namedSlots({ buffers: true }).filter(([, s]) => !s.tensor);
     if (!pending.length) return null;
     const max = this.ctx.caps.limits.maxStorageBufferBindingSize ?? Infinity;
@@ -239,7 +240,8 @@ export abstract class Module {
         throw new SizeLimitError(`allocate: parameter '${n}' ${fmtShape(s.shape)} is ${bytes} bytes, over this device's maxStorageBufferBindingSize ${max}`);
       }
     }
-    const arena = new ParamArena(this.ctx, pending.map(([, s]) => s.shape), pending.map(([n]) => n));
+    // A model larger than one storage binding gets an arena of several chunks (each parameter whole in one).
+    const arena = new ParamArena(this.ctx, pending.map(([, s]) => s.shape), pending.map(([n]) => n), o.chunkBytes !== undefined ? { chunkBytes: o.chunkBytes } : {});
     const seed = o.seed ?? 0;
     pending.forEach(([, s], i) => {
       const t = arena.params[i]!;
