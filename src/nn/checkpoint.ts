@@ -27,8 +27,8 @@ export function hostTensors(file: SafetensorsFile): Map<string, HostTensor> {
   return new Map(file.tensors.map((t) => [t.name, { shape: [...t.shape], data: t.toFloat32() }]));
 }
 
-/** Parse config.json text into a checked GPT2Config (errors name the file). */
-export function parseGPT2Config(text: string, source = 'config.json'): GPT2Config {
+/** A JSON object from a config file's text; an ArgumentError names the file otherwise. */
+export function parseJsonObject(text: string, source: string): Record<string, unknown> {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -36,7 +36,12 @@ export function parseGPT2Config(text: string, source = 'config.json'): GPT2Confi
     throw new ArgumentError(`${source}: not valid JSON (${(e as Error).message})`);
   }
   if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ArgumentError(`${source}: expected a JSON object`);
-  return gpt2Config(json as Record<string, unknown>);
+  return json as Record<string, unknown>;
+}
+
+/** Parse config.json text into a checked GPT2Config (errors name the file). */
+export function parseGPT2Config(text: string, source = 'config.json'): GPT2Config {
+  return gpt2Config(parseJsonObject(text, source));
 }
 
 export type GPT2Task = 'lm' | 'seq_cls';

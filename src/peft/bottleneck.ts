@@ -19,10 +19,9 @@ import type { Tensor } from '../gpu/tensor.js';
 import * as ops from '../autograd/ops.js';
 import { gradInfo, requiresGrad } from '../autograd/tape.js';
 import { fmtShape } from '../kernels/util.js';
-import type { ParamArena } from '../optim/arena.js';
 import { Layer, Linear, ModuleDict } from '../nn/layers.js';
 import type { HostTensor, Module } from '../nn/module.js';
-import type { AdaptableModel } from './lora.js';
+import { type AdaptableModel, AdapterHost, type Switchable } from './host.js';
 
 export interface BottleneckConfig {
   peft_type: 'BOTTLENECK';
@@ -134,17 +133,11 @@ function sites(model: Module, c: BottleneckConfig): string[] {
 }
 
 /** Bottleneck adapters on a model: the same add / set / disable / delete / save / load API as PeftModel. */
-export class BottleneckModel<M extends AdaptableModel = AdaptableModel> {
+export class BottleneckModel<M extends AdaptableModel = AdaptableModel> extends AdapterHost<M> {
   readonly configs = new Map<string, BottleneckConfig>();
-  activeAdapter: string;
-  private readonly arenas = new Map<string, ParamArena>();
-  private disabled = false;
 
-  constructor(
-    readonly model: M,
-    adapterName: string,
-  ) {
-    this.activeAdapter = adapterName;
+  protected switchables(): Switchable[] {
+    return this.wrappers().map(([, w]) => w);
   }
 
   wrappers(): [string, BottleneckWrapper][] {
@@ -169,11 +162,7 @@ export class BottleneckModel<M extends AdaptableModel = AdaptableModel> {
       }
       (w as BottleneckWrapper).addAdapter(name, dim, size, c.non_linearity, c.init_std);
     }
-    const arena = this.model.allocate({ seed: o.seed ?? 0 });
-    if (arena) {
-      if (!this.model.arenas.includes(arena)) this.model.arenas.push(arena);
-      this.arenas.set(name, arena);
-    }
+    this.allocateAdapter(name, o.seed ?? 0);
     this.configs.set(name, c);
     this.setAdapter(name);
   }
@@ -193,35 +182,10 @@ export class BottleneckModel<M extends AdaptableModel = AdaptableModel> {
     }
   }
 
-  disableAdapters(): void {
-    this.disabled = true;
-    for (const [, w] of this.wrappers()) w.disabled = true;
-  }
-
-  enableAdapters(): void {
-    this.disabled = false;
-    for (const [, w] of this.wrappers()) w.disabled = false;
-  }
-
-  withAdaptersDisabled<T>(fn: () => T): T {
-    const was = this.disabled;
-    this.disableAdapters();
-    try {
-      return fn();
-    } finally {
-      if (!was) this.enableAdapters();
-    }
-  }
-
   deleteAdapter(name: string): void {
     if (!this.configs.has(name)) throw new ArgumentError(`deleteAdapter: no adapter '${name}'`);
     for (const [, w] of this.wrappers()) if (w.down.get(name)) w.deleteAdapter(name);
-    const a = this.arenas.get(name);
-    if (a) {
-      a.dispose();
-      this.model.arenas.splice(this.model.arenas.indexOf(a), 1);
-      this.arenas.delete(name);
-    }
+    this.releaseAdapter(name);
     this.configs.delete(name);
     const rest = [...this.configs.keys()];
     if (this.activeAdapter === name && rest.length) this.setAdapter(rest[0]!);
@@ -279,14 +243,6 @@ export class BottleneckModel<M extends AdaptableModel = AdaptableModel> {
     for (const [k, t] of expected) t.write(tensors.get(k)!.data);
   }
 
-  dispose(): void {
-    for (const a of this.arenas.values()) {
-      a.dispose();
-      const i = this.model.arenas.indexOf(a);
-      if (i >= 0) this.model.arenas.splice(i, 1);
-    }
-    this.arenas.clear();
-  }
 }
 
 /** Insert bottleneck adapter `adapterName` into every block of `model` and freeze the rest. */

@@ -16,7 +16,7 @@
 import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import { requiresGrad } from '../autograd/tape.js';
 import { serializeSafetensors, type SafetensorsFile, type SafetensorsTensorInput } from '../io/safetensors.js';
-import { hostTensors } from '../nn/checkpoint.js';
+import { hostTensors, parseJsonObject } from '../nn/checkpoint.js';
 import { type BottleneckConfig, BottleneckModel, bottleneckConfig } from './bottleneck.js';
 import { adapterConfigJson, type LoraConfig, loraConfig, type ParseOptions } from './config.js';
 import { type AdaptableModel, PeftModel, planLora, plannedAdapterShapes } from './lora.js';
@@ -44,15 +44,9 @@ export async function adapterToFiles(peft: PeftModel, name = peft.activeAdapter)
 /** Parse adapter_config.json text (errors name the file). */
 export function parseAdapterConfig(text: string, o: ParseOptions & { source?: string } = {}): LoraConfig {
   const source = o.source ?? ADAPTER_CONFIG_NAME;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ArgumentError(`${source}: not valid JSON (${(e as Error).message})`);
-  }
-  if (!json || typeof json !== 'object' || Array.isArray(json)) throw new ArgumentError(`${source}: expected a JSON object`);
+  const json = parseJsonObject(text, source);
   if (!('peft_type' in json)) throw new ArgumentError(`${source}: no peft_type (is this a PEFT adapter config?)`);
-  return loraConfig(json as Record<string, unknown>, o);
+  return loraConfig(json, o);
 }
 
 /**
@@ -106,13 +100,7 @@ export function loadBottleneckFromFiles<M extends AdaptableModel>(
   o: { adapterName?: string; isTrainable?: boolean } = {},
 ): BottleneckModel<M> {
   const name = o.adapterName ?? 'default';
-  let json: unknown;
-  try {
-    json = JSON.parse(configText);
-  } catch (e) {
-    throw new ArgumentError(`${BOTTLENECK_CONFIG_NAME}: not valid JSON (${(e as Error).message})`);
-  }
-  const config = bottleneckConfig(json as Partial<BottleneckConfig>);
+  const config = bottleneckConfig(parseJsonObject(configText, BOTTLENECK_CONFIG_NAME) as Partial<BottleneckConfig>);
   const tensors = hostTensors(weights);
   const existing = target instanceof BottleneckModel ? target : null;
   const model = (existing ? existing.model : target) as M;

@@ -22,10 +22,12 @@ import * as ops from '../autograd/ops.js';
 import { gradInfo, requiresGrad } from '../autograd/tape.js';
 import { LoraLayer, loraMerge, loraUnmerge } from '../kernels/lora.js';
 import { fmtShape } from '../kernels/util.js';
-import type { ParamArena } from '../optim/arena.js';
 import { Conv1D, Layer, LayerNorm, Linear, LinearLike, ModuleDict } from '../nn/layers.js';
 import { type HostTensor, type Init, Module, type ParamSlot } from '../nn/module.js';
 import { type LoraConfig, loraConfig } from './config.js';
+import { type AdaptableModel, AdapterHost, type Switchable } from './host.js';
+
+export type { AdaptableModel } from './host.js';
 
 /** One LoRA factor (PEFT: an nn.Linear without bias; only its weight matters). */
 export class LoraFactor extends Module {
@@ -399,12 +401,6 @@ export interface TrainableReport {
   optimizerStateBytes: number;
 }
 
-/** A model that can host adapters: a Module with a config and a list of parameter arenas (GPT-2). */
-export interface AdaptableModel extends Module {
-  readonly config: { model_type?: string; [k: string]: unknown };
-  readonly arenas: ParamArena[];
-}
-
 /** Count parameters as PEFT does: adapters included, a module saved in full counted in both copies. */
 function countParams(model: Module): { trainable: number; total: number } {
   let trainable = 0;
@@ -416,23 +412,12 @@ function countParams(model: Module): { trainable: number; total: number } {
   return { trainable, total };
 }
 
-export class PeftModel<M extends AdaptableModel = AdaptableModel> {
+export class PeftModel<M extends AdaptableModel = AdaptableModel> extends AdapterHost<M> {
   readonly peftConfig = new Map<string, LoraConfig>();
-  activeAdapter: string;
-  private readonly adapterArenas = new Map<string, ParamArena>();
   private readonly plans = new Map<string, LoraPlan>();
-  private disabled = false;
 
-  /** Use {@link getPeftModel}. */
-  constructor(
-    readonly model: M,
-    adapterName: string,
-  ) {
-    this.activeAdapter = adapterName;
-  }
-
-  get ctx(): GpuContext {
-    return this.model.ctx;
+  protected switchables(): Switchable[] {
+    return [...this.wrappers(), ...this.saveWrappers()].map(([, w]) => w);
   }
 
   /** Every LoRA wrapper with its path. */
@@ -487,11 +472,7 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> {
       msw.copies.set(name, copy);
       copies.push([msw, copy]);
     }
-    const arena = this.model.allocate({ seed });
-    if (arena) {
-      if (!this.model.arenas.includes(arena)) this.model.arenas.push(arena);
-      this.adapterArenas.set(name, arena);
-    }
+    this.allocateAdapter(name, seed);
     // The copies start as the originals (PEFT deep-copies them).
     if (o.init !== false) {
       for (const [msw, copy] of copies) {
@@ -535,46 +516,13 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> {
     }
   }
 
-  /** The forward runs the base model alone (the reference policy of DPO, say) until `enableAdapters`. */
-  disableAdapters(): void {
-    this.disabled = true;
-    for (const [, w] of this.wrappers()) w.disabled = true;
-    for (const [, w] of this.saveWrappers()) w.disabled = true;
-  }
-
-  enableAdapters(): void {
-    this.disabled = false;
-    for (const [, w] of this.wrappers()) w.disabled = false;
-    for (const [, w] of this.saveWrappers()) w.disabled = false;
-  }
-
-  get adaptersDisabled(): boolean {
-    return this.disabled;
-  }
-
-  /** Run `fn` with adapters disabled (PEFT's `with model.disable_adapter():`). */
-  withAdaptersDisabled<T>(fn: () => T): T {
-    const was = this.disabled;
-    this.disableAdapters();
-    try {
-      return fn();
-    } finally {
-      if (!was) this.enableAdapters();
-    }
-  }
-
   /** Remove adapter `name`: its factors, copies and arena. Another adapter must stay active, or none remain. */
   deleteAdapter(name: string): void {
     if (!this.peftConfig.has(name)) throw new ArgumentError(`deleteAdapter: no adapter '${name}'`);
     for (const [, w] of this.wrappers()) if (w.merged.has(name)) throw new ArgumentError(`deleteAdapter: '${name}' is merged; unmerge it first`);
     for (const [, w] of this.wrappers()) if (w.adapters.has(name)) w.deleteAdapter(name);
     for (const [, w] of this.saveWrappers()) if (w.copies.get(name)) w.copies.delete(name);
-    const arena = this.adapterArenas.get(name);
-    if (arena) {
-      arena.dispose();
-      this.model.arenas.splice(this.model.arenas.indexOf(arena), 1);
-      this.adapterArenas.delete(name);
-    }
+    this.releaseAdapter(name);
     this.peftConfig.delete(name);
     this.plans.delete(name);
     const rest = [...this.peftConfig.keys()];
@@ -619,11 +567,7 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> {
       const base = w instanceof LoraWrapper ? w.base : w.original;
       this.model.getSubmodule(parentPath).replaceChild(leaf, base);
     }
-    for (const [n, a] of this.adapterArenas) {
-      a.dispose();
-      this.model.arenas.splice(this.model.arenas.indexOf(a), 1);
-      this.adapterArenas.delete(n);
-    }
+    this.dispose();
     this.peftConfig.clear();
     this.plans.clear();
     for (const [, t] of this.model.namedParameters()) requiresGrad(t, true);
@@ -639,11 +583,6 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> {
   /** The trainable parameters with their in-memory names (the optimizer's groups). */
   namedTrainable(): [string, Tensor][] {
     return this.model.namedTrainable();
-  }
-
-  /** The arena of adapter `name` (every A and B, and its modules_to_save copies). */
-  adapterArena(name = this.activeAdapter): ParamArena | undefined {
-    return this.adapterArenas.get(name);
   }
 
   /**
@@ -694,15 +633,6 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> {
     for (const [k, t] of expected) t.write(tensors.get(k)!.data);
   }
 
-  /** Free every adapter arena (the base model stays the caller's). */
-  dispose(): void {
-    for (const a of this.adapterArenas.values()) {
-      a.dispose();
-      const i = this.model.arenas.indexOf(a);
-      if (i >= 0) this.model.arenas.splice(i, 1);
-    }
-    this.adapterArenas.clear();
-  }
 }
 
 /**
