@@ -21,7 +21,7 @@ import { layerNorm } from '../src/kernels/norm.js';
 import { sum } from '../src/kernels/reduce.js';
 import { crossEntropy, softmax } from '../src/kernels/softmax.js';
 import { ParamArena } from '../src/optim/arena.js';
-import { AdamW } from '../src/optim/optimizer.js';
+import { AdamW } from '../src/kernels/optim.js';
 import { median, printTable, type Row, wallTime } from './lib.js';
 import { loraSuite } from './lora.js';
 import { jaxStep, stepRatioSuite, stepSuite, tfjsStep } from './step.js';

@@ -16,7 +16,7 @@ export * from './kernels/lerp.js';
 export * from './kernels/lora.js';
 export * from './kernels/maskedGrad.js';
 export * from './kernels/random.js';
-export * from './optim/optimizer.js';
+export * from './kernels/optim.js';
 export { ParamArena } from './optim/arena.js';
 export * as autograd from './autograd/ops.js';
 export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, zeroGrad } from './autograd/tape.js';

@@ -1,4 +1,4 @@
-/** CPU references for softmax_xent.wgsl, f64, rows of `cols`. */
+/** CPU references for softmax.wgsl, f64, rows of `cols`. */
 export function softmaxRef(x: ArrayLike<number>, cols: number, log = false): Float64Array {
   const out = new Float64Array(x.length);
   for (let b = 0; b < x.length; b += cols) {

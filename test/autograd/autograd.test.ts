@@ -10,7 +10,7 @@ import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
 import { LoraLayer } from '../../src/kernels/lora.js';
 import { geluTanhRef } from '../../src/kernels/matmul.ref.js';
-import { AdamW } from '../../src/optim/optimizer.js';
+import { AdamW } from '../../src/kernels/optim.js';
 import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
 
 let ctx: GpuContext;

@@ -15,9 +15,9 @@ import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { add, full } from '../kernels/elementwise.js';
-import { sumSquares } from '../kernels/reduce.js';
-import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from '../kernels/util.js';
+import { add, full } from './elementwise.js';
+import { sumSquares } from './reduce.js';
+import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from './util.js';
 import { wgsl } from '../wgsl/sources.js';
 
 export interface ParamGroup {
