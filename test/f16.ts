@@ -72,3 +72,38 @@ export function expectF16Product(got: ArrayLike<number>, exact: ArrayLike<number
   }
   if (nBad) throw new Error(`${what}: ${nBad}/${got.length} outside the f16-storage/f32-accumulation bound, worst error ${worst.toFixed(2)}× its bound; first: ${bad.join('; ')}`);
 }
+
+export interface F16ChainCheck {
+  /** Longest chain of f32 roundings from the inputs to the result. */
+  f32Roundings: number;
+  /** f16 roundings of intermediates on the way (a value stored in f16 and read again). */
+  f16Roundings: number;
+  /** Absolute allowance for intermediates below 2^-14 that may flush to 0: 2^-14 × what multiplies them. */
+  flushWeight?: ArrayLike<number> | number;
+}
+
+/**
+ * A result computed in f32 through intermediates stored in f16, itself stored in f16. Every
+ * rounding multiplies a term by (1 + δ), |δ| ≤ 2^-24 (f32) or 2^-10 (f16, either neighbour), so
+ * with `mag` the same computation on absolute values:
+ *   |got − exact| ≤ (1 + 2^-10)·((1 + 2^-10)^k·(1 + 2^-24)^n − 1)·mag + 2^-10·|exact| + 2^-14·(1 + w)
+ * (the last factor for the result's and the intermediates' possible flush to 0).
+ */
+export function expectF16Chain(got: ArrayLike<number>, exact: ArrayLike<number>, mag: ArrayLike<number>, c: F16ChainCheck, what: string): void {
+  const grow = (1 + 2 ** -10) ** c.f16Roundings * (1 + 2 ** -24) ** c.f32Roundings - 1;
+  const w = (i: number) => (typeof c.flushWeight === 'number' ? c.flushWeight : (c.flushWeight?.[i] ?? 0));
+  const bad: string[] = [];
+  let nBad = 0;
+  let worst = 0;
+  if (got.length !== exact.length) throw new Error(`${what}: length ${got.length}, expected ${exact.length}`);
+  for (let i = 0; i < got.length; i++) {
+    const bound = (1 + 2 ** -10) * grow * mag[i]! + 2 ** -10 * Math.abs(exact[i]!) + 2 ** -14 * (1 + w(i));
+    const err = Math.abs(got[i]! - exact[i]!);
+    if (!(err <= bound)) {
+      nBad++;
+      if (bad.length < 5) bad.push(`[${i}] got ${got[i]}, expected ${exact[i]} (err ${err.toExponential(2)}, bound ${bound.toExponential(2)})`);
+    }
+    worst = Number.isNaN(err) ? NaN : Math.max(worst, err / bound);
+  }
+  if (nBad) throw new Error(`${what}: ${nBad}/${got.length} outside the f16 bound, worst error ${worst.toFixed(2)}× its bound; first: ${bad.join('; ')}`);
+}
