@@ -17,7 +17,7 @@ export { maxChunkBytes, rowBlocks } from './kernels/chunks.js';
 export * from './kernels/lora.js';
 export * from './kernels/maskedGrad.js';
 export * from './kernels/random.js';
-export * from './optim/optimizer.js';
+export * from './kernels/optim.js';
 export { ParamArena, type ParamArenaOptions } from './optim/arena.js';
 export * as autograd from './autograd/ops.js';
 export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, zeroGrad } from './autograd/tape.js';

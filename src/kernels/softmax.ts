@@ -1,5 +1,5 @@
 /**
- * Launchers for src/wgsl/softmax_xent.wgsl (f32): softmax and log-softmax over the last axis
+ * Launchers for src/wgsl/softmax.wgsl (f32): softmax and log-softmax over the last axis
  * with their backward, and a fused softmax cross-entropy with class-index targets
  * (ignore-index), soft targets and label smoothing.
  *
@@ -16,7 +16,7 @@ import { wgsl } from '../wgsl/sources.js';
 import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
 
 function mod(): KernelModule {
-  return KernelModule.get('softmax_xent.wgsl', wgsl.softmax_xent);
+  return KernelModule.get('softmax.wgsl', wgsl.softmax);
 }
 
 function rowsCols(op: string, x: Tensor): [number, number] {

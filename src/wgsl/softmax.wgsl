@@ -1,4 +1,4 @@
-// softmax_xent.wgsl — row-wise softmax (optionally causal, for attention scores), log-softmax
+// softmax.wgsl — row-wise softmax (optionally causal, for attention scores), log-softmax
 // and a fused softmax cross-entropy over the last axis of x viewed as [R, C]. One workgroup per row (2-D grid for many rows); every
 // reduction (max, Σexp, Σ) is a lane-strided loop then a tree in workgroup memory, in f32.
 //

@@ -16,11 +16,11 @@ import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { full } from '../kernels/elementwise.js';
-import { sumSquaresMany } from '../kernels/reduce.js';
-import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from '../kernels/util.js';
+import { full } from './elementwise.js';
+import { sumSquaresMany } from './reduce.js';
+import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from './util.js';
 import { wgsl } from '../wgsl/sources.js';
-import { arenaOfChunk } from './arena.js';
+import { arenaOfChunk } from '../optim/arena.js';
 
 export interface ParamGroup {
   /** Parameters, f32 (any tensor, or a window of a ParamArena), updated in place. */
