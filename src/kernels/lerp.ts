@@ -20,7 +20,7 @@ import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
 import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
 
-const WG = 64;
+/** vec4s per lane (a runtime param: see lerp.wgsl); the lanes per workgroup come from the WGSL. */
 const PER = 16;
 
 export function lerpModule(dtype: DType): KernelModule {
@@ -29,10 +29,12 @@ export function lerpModule(dtype: DType): KernelModule {
 
 function dispatch(ctx: GpuContext, entry: string, dtype: DType, n: number, bindings: Record<string, Tensor>, alpha: number): void {
   const n4 = Math.ceil(n / 4);
-  ctx.dispatch(lerpModule(dtype), entry, {
+  const m = lerpModule(dtype);
+  const [lanes] = m.workgroupSize(entry);
+  ctx.dispatch(m, entry, {
     bindings,
     params: { n4, alpha, per: PER },
-    workgroups: grid2d(ctx, Math.ceil(n4 / (WG * PER)), entry),
+    workgroups: grid2d(ctx, Math.ceil(n4 / (lanes * PER)), entry),
   });
 }
 
@@ -87,8 +89,7 @@ function arenaLayout(tensors: readonly Tensor[], op: string): { offsets: number[
 export function flatten(ctx: GpuContext, tensors: readonly Tensor[]): Tensor {
   const { offsets, elements, dtype } = arenaLayout(tensors, 'flatten');
   const flat = ctx.empty([elements], dtype, 'arena');
-  const enc = ctx.encoder();
-  tensors.forEach((t, i) => enc.copyBufferToBuffer(t.buffer(), t.byteOffset, flat.buffer(), flat.byteOffset + offsets[i]!, Math.ceil(t.byteLength / 4) * 4));
+  tensors.forEach((t, i) => ctx.copy(t, flat, { dstOffset: offsets[i]!, op: 'flatten' }));
   return flat;
 }
 
@@ -97,6 +98,5 @@ export function unflatten(ctx: GpuContext, flat: Tensor, tensors: readonly Tenso
   const { offsets, elements } = arenaLayout(tensors, 'unflatten');
   checkTensor('unflatten', 'flat', flat, tensors[0]!.dtype);
   if (flat.size !== elements) throw new ShapeError(`unflatten: flat has ${flat.size} elements, the tensors' arena needs ${elements}`);
-  const enc = ctx.encoder();
-  tensors.forEach((t, i) => enc.copyBufferToBuffer(flat.buffer(), flat.byteOffset + offsets[i]!, t.buffer(), t.byteOffset, Math.ceil(t.byteLength / 4) * 4));
+  tensors.forEach((t, i) => ctx.copy(flat, t, { srcOffset: offsets[i]!, bytes: Math.ceil(t.byteLength / 4) * 4, op: 'unflatten' }));
 }

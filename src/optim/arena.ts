@@ -56,11 +56,12 @@ export class ParamArena {
     // Zeroed, gaps included: the optimizers then leave the gaps at zero.
     this.storage = ctx.keep(full(ctx, [bytes / 4], 0, 'f32', 'ParamArena'));
     this.offsets = offsets;
-    this.params = shapes.map((shape, i) => this.storage.window(offsets[i]! * 4, shape, labels[i] ?? `ParamArena[${i}]`));
+    // Each window owns its slot, padding included (kernels may round it up to whole vec4s).
+    const slotEnds = [...offsets.slice(1).map((o) => o * 4), bytes];
+    this.params = shapes.map((shape, i) => this.storage.window(offsets[i]! * 4, shape, labels[i] ?? `ParamArena[${i}]`, slotEnds[i]! - offsets[i]! * 4));
     specs.forEach((s, i) => {
       if (Array.isArray(s)) return;
-      const t = s as Tensor;
-      ctx.encoder().copyBufferToBuffer(t.buffer(), t.byteOffset, this.storage.buffer(), offsets[i]! * 4, Math.ceil(t.byteLength / 4) * 4);
+      ctx.copy(s as Tensor, this.params[i]!, { op: `ParamArena: specs[${i}]` });
     });
   }
 

@@ -52,6 +52,14 @@ function optimModule(): KernelModule {
   return KernelModule.get('optim.wgsl', wgsl.optim);
 }
 
+/** Elements per workgroup of both optim.wgsl entries (one per lane): the grid and the arena's group table are per workgroup. */
+function optimLanes(): number {
+  const [a] = optimModule().workgroupSize('adamw_step');
+  const [s] = optimModule().workgroupSize('sgd_step');
+  if (a !== s) throw new ArgumentError(`optim.wgsl: adamw_step has ${a} lanes and sgd_step ${s}; the arena's group table needs one workgroup size`);
+  return a;
+}
+
 /**
  * The storage all groups are windows (or views) of, if they are: a ParamArena's, or any
  * tensor's. Groups that overlap in it are refused (they would be updated twice).
@@ -110,10 +118,11 @@ abstract class Optimizer {
       this.flatState = Array.from({ length: stateSlots }, (_, k) => ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.state${k}`)));
       this.state = groups.map((g) => this.flatState.map((f) => f.window(g.params.byteOffset - storage.byteOffset, [g.params.size])));
       this.gradArena = ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.grads`));
-      // Groups in order of their start, then each 256-element workgroup's first group (the
+      // Groups in order of their start, then each workgroup's first group (the
       // first that ends past the workgroup's start), so a lane's lookup is a short scan.
       const order = groups.map((g, i) => ({ g, start: (g.params.byteOffset - storage.byteOffset) / 4 })).sort((a, b) => a.start - b.start);
-      const wgs = Math.ceil(storage.size / 256);
+      const lanes = optimLanes();
+      const wgs = Math.ceil(storage.size / lanes);
       const table = new Uint32Array(4 * groups.length + wgs);
       const bits = new Float32Array(table.buffer);
       order.forEach(({ g, start }, k) => {
@@ -123,7 +132,7 @@ abstract class Optimizer {
       });
       let k = 0;
       for (let w = 0; w < wgs; w++) {
-        while (k < order.length && order[k]!.start + order[k]!.g.params.size <= 256 * w) k++;
+        while (k < order.length && order[k]!.start + order[k]!.g.params.size <= lanes * w) k++;
         table[4 * groups.length + w] = k;
       }
       this.groupTable = uploadU32(ctx, table, `${name} groups`);
@@ -200,15 +209,13 @@ abstract class Optimizer {
         },
         params: { ...base, n: p.size, lr, weightDecay },
         constants: { ...constants, CLIP: this.norm !== null, ARENA: this.arena !== null },
-        workgroups: grid2d(this.ctx, Math.ceil(p.size / 256), this.name),
+        workgroups: grid2d(this.ctx, Math.ceil(p.size / optimLanes()), this.name),
       });
     if (this.arena) {
       const { storage } = this.arena;
       const grads = this.gradArena!;
-      const enc = this.ctx.encoder();
       this.groups.forEach((g, i) => {
-        const src = this.grads(i);
-        enc.copyBufferToBuffer(src.buffer(this.name), src.byteOffset, grads.buffer(this.name), g.params.byteOffset - storage.byteOffset, Math.ceil(src.byteLength / 4) * 4);
+        this.ctx.copy(this.grads(i), grads, { dstOffset: g.params.byteOffset - storage.byteOffset, op: `${this.name}: grads[${i}]` });
       });
       this.encodeNorm();
       // Each group's lr and weight decay come from the group table; params.lr is the schedule's scale.
