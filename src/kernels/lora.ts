@@ -144,7 +144,7 @@ export class LoraLayer {
   }
 
   /** Throw a DisposedError naming `op` if the layer was disposed. */
-  check(op: string): void {
+  assertLive(op: string): void {
     if (this.disposed_) throw new DisposedError(`${op}: LoraLayer [N=${this.outFeatures},K=${this.inFeatures},r=${this.rank}] was disposed`);
   }
 
@@ -171,7 +171,7 @@ export interface LoraInitOptions {
 
 /** Initialise A and B on the GPU, seeded. With B = 0 the layer starts as the base model. */
 export function initLora(ctx: GpuContext, layer: LoraLayer, o: LoraInitOptions): void {
-  layer.check('initLora');
+  layer.assertLive('initLora');
   if ((o.init ?? 'kaiming') === 'kaiming') {
     const bound = 1 / Math.sqrt(layer.inFeatures);
     uniform(ctx, layer.A, { seed: o.seed, lo: -bound, hi: bound });
@@ -270,7 +270,7 @@ function checkX(layer: LoraLayer, x: Tensor, op: string): number {
  * skinny u and then one pass over y. A merged layer runs the plain matmul.
  */
 export function loraForward(ctx: GpuContext, layer: LoraLayer, x: Tensor, o: LoraForwardOptions = {}): { y: Tensor; saved: LoraSaved | null } {
-  layer.check('loraForward');
+  layer.assertLive('loraForward');
   checkX(layer, x, 'loraForward');
   const transB = layer.wLayout === 'NK';
   if (layer.merged) return { y: matmul(ctx, x, layer.W, { transB, bias: layer.bias }), saved: null };
@@ -301,7 +301,7 @@ export interface LoraGrads {
  * `needDx` (a first layer, or x from a frozen body, needs none).
  */
 export function loraBackward(ctx: GpuContext, layer: LoraLayer, saved: LoraSaved, dy: Tensor, o: { needDx?: boolean } = {}): LoraGrads {
-  layer.check('loraBackward');
+  layer.assertLive('loraBackward');
   if (layer.merged) throw new ArgumentError('loraBackward: the layer is merged; unmerge it before training');
   const M = checkX(layer, saved.x, 'loraBackward');
   dy.buffer('loraBackward: dy');
@@ -392,7 +392,7 @@ function addLowRank(ctx: GpuContext, layer: LoraLayer, scale: number, tiling?: M
  * W's rows are not whole vec4s or r > 16). Throws if already merged.
  */
 export function loraMerge(ctx: GpuContext, layer: LoraLayer, o: { tiling?: MergeTiling } = {}): void {
-  layer.check('loraMerge');
+  layer.assertLive('loraMerge');
   if (layer.merged) throw new ArgumentError('loraMerge: the layer is already merged (merged = true); unmerge it first');
   addLowRank(ctx, layer, layer.scale, o.tiling);
   layer.merged = true;
@@ -400,7 +400,7 @@ export function loraMerge(ctx: GpuContext, layer: LoraLayer, o: { tiling?: Merge
 
 /** W ← W − s·B·A, undoing {@link loraMerge} (exact up to f32 rounding). Throws if not merged. */
 export function loraUnmerge(ctx: GpuContext, layer: LoraLayer, o: { tiling?: MergeTiling } = {}): void {
-  layer.check('loraUnmerge');
+  layer.assertLive('loraUnmerge');
   if (!layer.merged) throw new ArgumentError('loraUnmerge: the layer is not merged');
   addLowRank(ctx, layer, -layer.scale, o.tiling);
   layer.merged = false;
