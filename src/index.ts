@@ -3,7 +3,7 @@
  * This entry is portable (browser and Node); `webgpu-lora/node` adds Dawn.
  */
 export { createContext, GpuContext } from './gpu/context.js';
-export type { Caps, ContextOptions, ContextStats, DispatchOptions, BindingResource, SubgroupMatrixConfig } from './gpu/context.js';
+export type { Caps, ContextOptions, ContextStats, CopyOptions, DispatchOptions, DispatchProfile, BindingResource, MemoryStats, SubgroupMatrixConfig } from './gpu/context.js';
 export * from './gpu/errors.js';
 export { KernelModule } from './gpu/kernel.js';
 export type { DType, EntryInfo, BindingInfo } from './gpu/kernel.js';
@@ -21,6 +21,7 @@ export * from './kernels/optim.js';
 export { ParamArena, type ParamArenaOptions } from './optim/arena.js';
 export * as autograd from './autograd/ops.js';
 export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, zeroGrad } from './autograd/tape.js';
+export type { BackwardOptions } from './autograd/tape.js';
 export * from './kernels/softmax.js';
 export * from './kernels/norm.js';
 export * from './kernels/embedding.js';

@@ -37,7 +37,7 @@ function run(ctx: GpuContext, op: string, entry: string, out: Tensor, x: Tensor 
   ctx.dispatch(randomModule(out.dtype), entry, {
     bindings: x ? { x, out } : { out },
     params: { n: out.size, seedLo, seedHi, offset, a, b },
-    workgroups: grid2d(ctx, Math.ceil(out.size / 256), op),
+    workgroups: grid2d(ctx, Math.ceil(out.size / randomModule(out.dtype).workgroupSize(entry)[0]), op),
   });
 }
 
