@@ -8,7 +8,7 @@ import type { GpuContext } from '../src/gpu/context.js';
 import { fill } from '../src/kernels/elementwise.js';
 import { lerp } from '../src/kernels/lerp.js';
 import { ParamArena } from '../src/optim/arena.js';
-import { AdamW } from '../src/optim/optimizer.js';
+import { AdamW } from '../src/kernels/optim.js';
 import { type Row, wallTime } from './lib.js';
 import { makeTimer } from './lora.js';
 

@@ -10,7 +10,7 @@ import type { GpuContext } from '../src/gpu/context.js';
 import { transpose } from '../src/kernels/elementwise.js';
 import { initLora, LoraLayer, type WeightLayout } from '../src/kernels/lora.js';
 import { uniform } from '../src/kernels/random.js';
-import { AdamW } from '../src/optim/optimizer.js';
+import { AdamW } from '../src/kernels/optim.js';
 import type { Row } from './lib.js';
 import { median, wallTime } from './lib.js';
 import { loadJaxWebgpu, loadTfjs } from './peers.js';

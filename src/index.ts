@@ -3,7 +3,7 @@
  * This entry is portable (browser and Node); `webgpu-lora/node` adds Dawn.
  */
 export { createContext, GpuContext } from './gpu/context.js';
-export type { Caps, ContextOptions, ContextStats, DispatchOptions, BindingResource, SubgroupMatrixConfig } from './gpu/context.js';
+export type { Caps, ContextOptions, ContextStats, CopyOptions, DispatchOptions, DispatchProfile, BindingResource, MemoryStats, SubgroupMatrixConfig } from './gpu/context.js';
 export * from './gpu/errors.js';
 export { KernelModule } from './gpu/kernel.js';
 export type { DType, EntryInfo, BindingInfo } from './gpu/kernel.js';
@@ -17,10 +17,11 @@ export { maxChunkBytes, rowBlocks } from './kernels/chunks.js';
 export * from './kernels/lora.js';
 export * from './kernels/maskedGrad.js';
 export * from './kernels/random.js';
-export * from './optim/optimizer.js';
+export * from './kernels/optim.js';
 export { ParamArena, type ParamArenaOptions } from './optim/arena.js';
 export * as autograd from './autograd/ops.js';
 export { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, zeroGrad } from './autograd/tape.js';
+export type { BackwardOptions } from './autograd/tape.js';
 export * from './kernels/softmax.js';
 export * from './kernels/norm.js';
 export * from './kernels/embedding.js';

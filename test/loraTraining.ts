@@ -1,6 +1,6 @@
 /**
  * A few AdamW steps of one LoRA layer with its factors in separate tensors or in a ParamArena,
- * shared by the Node test (test/optim) and the browser page (test/browser): Node-free, the
+ * shared by the Node test (test/kernels/optim.test.ts) and the browser page (test/browser): Node-free, the
  * library only.
  */
 import { AdamW, autograd, backward, grad, LoraLayer, ParamArena, requiresGrad, zeroGrad } from '../src/index.js';

@@ -51,7 +51,7 @@ import {
   type XentTarget,
 } from '../kernels/softmax.js';
 import { fmtShape, sameShape } from '../kernels/util.js';
-import { gradInfo, record } from './tape.js';
+import { gradInfo, noGrad, record, withinOp } from './tape.js';
 
 type Grads = (Tensor | null)[];
 
@@ -68,7 +68,7 @@ interface OpRule<A extends unknown[]> {
 
 function defineOp<A extends unknown[]>(name: string, rule: OpRule<A>): (ctx: GpuContext, ...args: A) => Tensor {
   return (ctx, ...args) => {
-    const r = rule.forward(ctx, ...args);
+    const r = withinOp(ctx, () => rule.forward(ctx, ...args));
     record(ctx, { name, inputs: r.inputs, output: r.out, backward: r.backward, saved: r.saved ?? [], release: r.release });
     return r.out;
   };
@@ -461,7 +461,7 @@ export function causalSelfAttention(
   return linear(ctx, mergeHeads(ctx, attention(ctx, q, k, v, { causal: true }), heads), w.o, w.bo);
 }
 
-/** The same values with no gradient history (a copy that is not on the tape). */
+/** The same values with no gradient history (a copy that is not on the tape, and carries no gradient on purpose). */
 export function detach(ctx: GpuContext, x: Tensor): Tensor {
-  return copyOf(ctx, x);
+  return noGrad(ctx, () => copyOf(ctx, x));
 }

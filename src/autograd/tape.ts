@@ -7,14 +7,27 @@
  * twice gets both contributions. Inputs that do not require a gradient get none, and no
  * kernel runs for them: a frozen parameter costs nothing.
  *
- * Ownership: a recorded op's output is held by the tape (moved out of any scope), because
- * backward needs it. `backward()` releases every intermediate output and saved tensor except
- * the loss, which is the caller's to dispose; `clearTape()` drops a tape that will not be
- * differentiated. Leaves (parameters, inputs) are never disposed by the tape.
+ * Ownership: a recorded op's output belongs to the tape (moved out of any scope), because
+ * backward needs it. `backward()` releases every recorded output and saved tensor except the
+ * loss and those passed in `keep` (which become the caller's to dispose); `clearTape()` drops
+ * a tape that will not be differentiated. A released output the caller still holds is
+ * disposed: using it throws a DisposedError that says backward() (or clearTape()) released
+ * it. Leaves (parameters, inputs) are never disposed by the tape.
+ *
+ * Only the recording ops (`autograd.*`) put gradients on the tape; the kernels of the same
+ * names (the top-level `matmul`, `add`, `relu`…) record nothing. So that mixing them cannot
+ * lose a gradient silently, the tape watches every dispatch on a context that has a tensor
+ * requiring a gradient: a kernel outside the tape that reads a parameter (or a recorded
+ * output) marks what it writes as having lost that gradient, the mark travels through further
+ * unrecorded kernels, and `backward()` refuses, before running anything, with an
+ * ArgumentError naming the parameter and the kernel if a marked tensor reaches the loss.
+ * Work meant to carry no gradient goes under `noGrad(ctx, …)` or through `autograd.detach`.
+ * (Tensors the caller derives by `view`/`window` and copies made with `ctx.copy` are not
+ * followed.)
  */
 import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, ShapeError } from '../gpu/errors.js';
-import type { Tensor } from '../gpu/tensor.js';
+import { Tensor } from '../gpu/tensor.js';
 import { add, full } from '../kernels/elementwise.js';
 import type { GradMask } from '../kernels/maskedGrad.js';
 
@@ -37,6 +50,7 @@ export function gradInfo(t: Tensor): GradInfo {
 /** Mark `t` as a leaf that accumulates a gradient (a trainable parameter). Returns t. */
 export function requiresGrad<T extends Tensor>(t: T, on = true): T {
   gradInfo(t).requiresGrad = on;
+  if (on) watch(t.ctx);
   return t;
 }
 
@@ -51,7 +65,10 @@ export function setGradMask<T extends Tensor>(t: T, mask: GradMask | null): T {
   }
   const g = gradInfo(t);
   g.mask = mask;
-  if (mask) g.requiresGrad = true;
+  if (mask) {
+    g.requiresGrad = true;
+    watch(t.ctx);
+  }
   return t;
 }
 
@@ -79,6 +96,14 @@ export interface Record_ {
   saved: Tensor[];
   /** Frees what else the record holds (token ids); called when the record is dropped. */
   release?: (() => void) | undefined;
+  /** Inputs that came from a gradient-carrying tensor through a kernel that records nothing. */
+  broken?: { input: number; lost: Lost }[];
+}
+
+/** How a tensor lost a gradient: `kernel`, which records nothing, read `source` (a parameter or a recorded output). */
+interface Lost {
+  source: Tensor;
+  kernel: string;
 }
 
 interface Tape {
@@ -88,29 +113,73 @@ interface Tape {
   enabled: boolean;
   /** Tensors produced by recorded ops, whose gradients flow. */
   tracked: WeakSet<Tensor>;
+  /** > 0 while a recording op's forward or backward() runs: their kernels are the tape's own. */
+  inOp: number;
+  /** Tensors written by a non-recording kernel from something that carries a gradient. */
+  lost: WeakMap<Tensor, Lost>;
+  watching: boolean;
 }
 
 const tapes = new WeakMap<GpuContext, Tape>();
 
 function tape(ctx: GpuContext): Tape {
   let t = tapes.get(ctx);
-  if (!t) tapes.set(ctx, (t = { records: [], held: [], enabled: true, tracked: new WeakSet() }));
+  if (!t) tapes.set(ctx, (t = { records: [], held: [], enabled: true, tracked: new WeakSet(), inOp: 0, lost: new WeakMap(), watching: false }));
   return t;
+}
+
+/** Watch the context's dispatches (once it has a tensor that requires a gradient). */
+function watch(ctx: GpuContext): void {
+  const tp = tape(ctx);
+  if (tp.watching) return;
+  tp.watching = true;
+  ctx.observeDispatches((kernel, read, written) => {
+    if (!tp.enabled || tp.inOp > 0) return;
+    let lost: Lost | undefined;
+    for (const t of read) {
+      lost = needsGrad(ctx, t) ? { source: t, kernel } : t.parent && needsGrad(ctx, t.parent) ? { source: t.parent, kernel } : tp.lost.get(t);
+      if (lost) break;
+    }
+    // A written binding may be read too (in place): a parameter updated in place counts, not an old mark.
+    if (!lost) for (const t of written) if (needsGrad(ctx, t)) lost = { source: t, kernel };
+    for (const t of written) {
+      if (lost) tp.lost.set(t, lost);
+      else tp.lost.delete(t);
+    }
+  });
+}
+
+/** Run a recording op's forward: its kernels are the tape's own, not unrecorded consumers. */
+export function withinOp<T>(ctx: GpuContext, fn: () => T): T {
+  const tp = tape(ctx);
+  tp.inOp++;
+  try {
+    return fn();
+  } finally {
+    tp.inOp--;
+  }
 }
 
 /** Does `t` carry a gradient (a leaf that requires one, or the output of a recorded op)? */
 export function needsGrad(ctx: GpuContext, t: Tensor): boolean {
-  return gradInfo(t).requiresGrad || tape(ctx).tracked.has(t);
+  return info.get(t)?.requiresGrad === true || tape(ctx).tracked.has(t);
 }
 
 /** Record an op if grad mode is on and an input carries a gradient. Used by defineOp. */
 export function record(ctx: GpuContext, r: Record_): void {
   const tp = tape(ctx);
-  if (!tp.enabled || !r.inputs.some((x) => needsGrad(ctx, x))) {
+  const needs = r.inputs.map((x) => needsGrad(ctx, x));
+  const lost = r.inputs.map((x, i) => (needs[i] ? undefined : tp.lost.get(x)));
+  if (!tp.enabled || !needs.some(Boolean)) {
     for (const s of r.saved) s.dispose();
     r.release?.();
+    // Not on the tape, but made from a lost gradient: the mark travels on.
+    const l = lost.find((x) => x !== undefined);
+    if (l && tp.enabled) tp.lost.set(r.output, l);
     return;
   }
+  const broken = lost.flatMap((l, input) => (l ? [{ input, lost: l }] : []));
+  if (broken.length) r.broken = broken;
   tp.tracked.add(r.output);
   tp.records.push(r);
   ctx.keep(r.output);
@@ -118,14 +187,18 @@ export function record(ctx: GpuContext, r: Record_): void {
   tp.held.push(r.output);
 }
 
-/** Drop the tape without differentiating: releases held outputs (except `keep`) and saved tensors. */
-export function clearTape(ctx: GpuContext, keep: Tensor[] = []): void {
+/**
+ * Drop the tape without differentiating: releases held outputs (except `keep`, which become the
+ * caller's) and saved tensors. A released output reads as "released by clearTape()".
+ */
+export function clearTape(ctx: GpuContext, keep: Tensor[] = [], by = 'clearTape()'): void {
   const tp = tape(ctx);
   for (const r of tp.records) {
     for (const s of r.saved) s.dispose();
     r.release?.();
   }
-  for (const t of tp.held) if (!keep.includes(t)) t.dispose();
+  const kept = new Set(keep);
+  for (const t of tp.held) if (!kept.has(t)) t.release(by);
   tp.records.length = 0;
   tp.held.length = 0;
 }
@@ -147,20 +220,80 @@ export function tapeLength(ctx: GpuContext): number {
   return tape(ctx).records.length;
 }
 
+export interface BackwardOptions {
+  /** The gradient of `loss` (required when it has more than one element). */
+  seed?: Tensor;
+  /** Recorded outputs to leave alive: backward releases all others; these become the caller's to dispose. */
+  keep?: Tensor[];
+}
+
 /**
  * Backpropagate from `loss` (a one-element tensor, or any tensor with an explicit `seed`
  * gradient of its shape). Leaves that require a gradient get `grad(leaf)` (accumulated);
- * every intermediate gradient and record is released.
+ * every intermediate gradient and record is released, and every recorded output but the
+ * loss and `keep` (using one afterwards is a DisposedError naming backward()).
+ *
+ * Throws an ArgumentError, before any kernel runs, when a parameter's gradient would be lost
+ * because a non-recording kernel consumed it on the way to the loss (see the file header).
  */
-export function backward(ctx: GpuContext, loss: Tensor, seed?: Tensor): void {
+export function backward(ctx: GpuContext, loss: Tensor, seedOrOptions?: Tensor | BackwardOptions): void {
+  const o: BackwardOptions = seedOrOptions instanceof Tensor ? { seed: seedOrOptions } : (seedOrOptions ?? {});
+  const seed = o.seed;
   const tp = tape(ctx);
   if (!needsGrad(ctx, loss)) {
+    const l = tp.lost.get(loss);
+    if (l) throw lostGradient(ctx, l, `'${loss.label}'`, 'is the loss');
     throw new ArgumentError(`backward: '${loss.label}' is not on the tape (no input of the ops that made it requires a gradient)`);
   }
   if (!seed && loss.size !== 1) {
     throw new ShapeError(`backward: '${loss.label}' has shape [${loss.shape.join(',')}]; a non-scalar needs a seed gradient of that shape`);
   }
   if (seed && seed.size !== loss.size) throw new ShapeError(`backward: seed has ${seed.size} elements, loss has ${loss.size}`);
+  checkNothingLost(ctx, tp, loss);
+  tp.inOp++;
+  try {
+    accumulateGradients(ctx, tp, loss, seed);
+  } finally {
+    tp.inOp--;
+  }
+  clearTape(ctx, [loss, ...(o.keep ?? [])], 'backward()');
+}
+
+/** Refuse if a record the loss's gradient reaches has an input whose gradient a non-recording kernel lost. */
+function checkNothingLost(ctx: GpuContext, tp: Tape, loss: Tensor): void {
+  const reached = new Set<Tensor>([loss]);
+  for (let i = tp.records.length - 1; i >= 0; i--) {
+    const r = tp.records[i]!;
+    if (!reached.has(r.output)) continue;
+    const b = r.broken?.[0];
+    if (b) throw lostGradient(ctx, b.lost, `'${r.inputs[b.input]!.label}'`, `feeds '${r.name}' on the tape`);
+    for (const x of r.inputs) if (needsGrad(ctx, x)) reached.add(x);
+  }
+}
+
+/** The ArgumentError for a gradient lost through `l.kernel`: names the parameter(s) behind `l.source`. */
+function lostGradient(ctx: GpuContext, l: Lost, what: string, where: string): ArgumentError {
+  const tp = tape(ctx);
+  const params: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  const visit = (t: Tensor) => {
+    if (seen.has(t)) return;
+    seen.add(t);
+    if (gradInfo(t).requiresGrad) params.push(t);
+    for (const r of tp.records) if (r.output === t) r.inputs.forEach(visit);
+  };
+  visit(l.source);
+  const names = params.map((p) => `'${p.label}'`).join(', ') || `'${l.source.label}'`;
+  const from = gradInfo(l.source).requiresGrad ? 'from it' : `from '${l.source.label}', which carries its gradient,`;
+  return new ArgumentError(
+    `backward: parameter ${names} requires a gradient but would get none (or only part of it): ${what} was computed ${from} by ${l.kernel}, ` +
+      `a kernel that records nothing, and ${where}. Between a parameter and the loss use the recording ops (autograd.matmul, autograd.add, …); ` +
+      'for a value that should carry no gradient, compute it under noGrad(ctx, …) or with autograd.detach',
+  );
+}
+
+/** The backward walk: each reached record's backward, gradients accumulated into the leaves' `grad`. */
+function accumulateGradients(ctx: GpuContext, tp: Tape, loss: Tensor, seed: Tensor | undefined): void {
   const grads = new Map<Tensor, Tensor>();
   grads.set(loss, seed ?? ctx.keep(full(ctx, loss.shape, 1, loss.dtype, 'seed')));
   const ownSeed = !seed;
@@ -203,7 +336,6 @@ export function backward(ctx: GpuContext, loss: Tensor, seed?: Tensor): void {
       gi.grad = sum;
     } else gi.grad = g;
   }
-  clearTape(ctx, [loss]);
 }
 
 /**

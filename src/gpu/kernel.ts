@@ -45,7 +45,13 @@ export interface EntryInfo {
   bindings: BindingInfo[];
   /** The uniform struct binding, if the entry uses one (at most one per entry). */
   uniform: UniformLayout | null;
-  workgroupSize: [number, number, number];
+  /**
+   * `@workgroup_size` per dimension: a number (a literal or a `const`), or the name of the
+   * `override` constant that sizes it (set per pipeline, so no number is right for every
+   * dispatch). Launchers size their grids with {@link KernelModule.workgroupSize}, which
+   * resolves names from the dispatch's constants, so the WGSL alone decides the size.
+   */
+  workgroupSize: readonly [number | string, number | string, number | string];
 }
 
 const ALIAS_F32 = /^alias T = f32;$/m;
@@ -62,6 +68,8 @@ export class KernelModule {
   readonly entries = new Map<string, EntryInfo>();
   /** Override constants declared by the module, with their WGSL types. */
   readonly overrides = new Map<string, string>();
+  /** Default values of override constants that size a workgroup (from wgsl_reflect's evaluation). */
+  private readonly overrideSizes = new Map<string, number>();
 
   private constructor(
     /** File name used in messages, e.g. `matmul.wgsl` or `matmul.wgsl (f16)`. */
@@ -110,8 +118,7 @@ export class KernelModule {
         }
       }
       bindings.sort((a, b) => a.binding - b.binding);
-      const ws = fn.workgroupSize ?? [1, 1, 1];
-      this.entries.set(fn.name, { name: fn.name, bindings, uniform, workgroupSize: [ws[0] ?? 1, ws[1] ?? 1, ws[2] ?? 1] });
+      this.entries.set(fn.name, { name: fn.name, bindings, uniform, workgroupSize: this.reflectWorkgroupSize(fn) });
     }
   }
 
@@ -137,6 +144,54 @@ export class KernelModule {
       byCode.set(key, m);
     }
     return m;
+  }
+
+  /**
+   * wgsl_reflect evaluates `@workgroup_size` with each override at its *default*, which is not
+   * the size of a pipeline that sets the override: a dimension written as an override's name
+   * is kept as that name, a `const` or literal as its number. (wgsl_reflect parses only names
+   * and literals there; `@workgroup_size(WG * 2u)` is refused when the module is parsed.) An
+   * override's default is remembered only when it is a literal: one computed from other
+   * overrides (`override M = L * 2u;`) must be given in the dispatch's constants.
+   */
+  private reflectWorkgroupSize(fn: { name: string; workgroupSize?: number[] | null; attributes?: { name: string; value: unknown }[] | null }): EntryInfo['workgroupSize'] {
+    const evaluated = fn.workgroupSize ?? [1, 1, 1];
+    const attr = fn.attributes?.find((a) => a.name === 'workgroup_size')?.value;
+    const written = Array.isArray(attr) ? attr.map(String) : attr === undefined || attr === null ? [] : [String(attr)];
+    const dims = [0, 1, 2].map((i): number | string => {
+      const name = written[i]?.trim();
+      const value = evaluated[i] ?? 1;
+      if (name !== undefined && this.overrides.has(name)) {
+        const init = new RegExp(`override\\s+${name}\\s*(?::\\s*\\w+)?\\s*=\\s*([^;]+);`).exec(this.code)?.[1]?.trim();
+        if (init !== undefined && /^\d+[ui]?$/.test(init)) this.overrideSizes.set(name, value);
+        return name;
+      }
+      if (!Number.isInteger(value) || value < 1) throw new ArgumentError(`${this.file}: ${fn.name} has @workgroup_size(${written.join(', ')}), which reflection evaluates to ${value}`);
+      return value;
+    });
+    return [dims[0]!, dims[1]!, dims[2]!];
+  }
+
+  /**
+   * The workgroup size of `entry` for a dispatch with `constants`: dimensions sized by an
+   * override take its value from `constants`, else the override's default.
+   *
+   * ```ts
+   * const [lanes] = m.workgroupSize('lerp');                           // 64, from `const WG = 64u`
+   * const [rb] = m.workgroupSize('matmul_regblock', { RB_LANES: 32 }); // 32
+   * ```
+   */
+  workgroupSize(entry: string, constants: Record<string, number | boolean> = {}): [number, number, number] {
+    const e = this.entry(entry);
+    const out = e.workgroupSize.map((d) => {
+      if (typeof d === 'number') return d;
+      const v = constants[d] ?? this.overrideSizes.get(d);
+      const n = typeof v === 'boolean' ? Number(v) : v;
+      if (n === undefined) throw new ArgumentError(`${this.file}:${entry}: workgroup size override '${d}' has no literal default; give it in the constants`);
+      if (!Number.isInteger(n) || n < 1) throw new ArgumentError(`${this.file}:${entry}: workgroup size override '${d}' = ${v}, expected an integer >= 1`);
+      return n;
+    });
+    return [out[0]!, out[1]!, out[2]!];
   }
 
   entry(name: string): EntryInfo {

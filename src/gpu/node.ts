@@ -14,8 +14,17 @@ import { installPollBackoff, pollWaitStarts, type PollBackoffOptions } from './p
 
 export { pollStats, type PollBackoffOptions, type PollStats } from './pollBackoff.js';
 
-/** Dawn instance flags: unsafe APIs expose subgroup-matrix; the toggle un-hides shader-f16 on NVIDIA's Vulkan driver. */
-export const DAWN_FLAGS = ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'];
+/** Dawn instance flags: the toggle un-hides shader-f16 on NVIDIA's Vulkan driver. */
+export const DAWN_FLAGS = ['enable-dawn-features=vulkan_enable_f16_on_nvidia'];
+
+/**
+ * The Dawn instance flags for these options: {@link DAWN_FLAGS}, plus `allow_unsafe_apis` only
+ * when a feature that needs it is requested (`subgroupMatrix: true`; Dawn lists the
+ * experimental subgroup-matrix feature only with it). Nothing else needs unsafe APIs.
+ */
+export function dawnFlagsFor(o: { subgroupMatrix?: boolean }): string[] {
+  return o.subgroupMatrix ? ['enable-dawn-features=allow_unsafe_apis,vulkan_enable_f16_on_nvidia'] : DAWN_FLAGS;
+}
 
 let globalsInstalled = false;
 
@@ -36,13 +45,15 @@ export function installGlobals(): void {
  * waiting instead of spinning a CPU core (see `pollBackoff.ts`; a software adapter runs
  * ~25 % faster for it on two cores); `pollBackoff: false` keeps Dawn's own loop, and an
  * object sets the spin and sleep times (the first context to install it sets them).
+ * `subgroupMatrix: true` requests tensor cores where the adapter has them (and only then
+ * turns on Dawn's `allow_unsafe_apis`; see {@link dawnFlagsFor}).
  */
 export async function createContext(
   options: Omit<ContextOptions, 'gpu' | 'keepAlive' | 'onDestroy' | 'onWait'> & { dawnFlags?: string[]; pollBackoff?: false | PollBackoffOptions } = {},
 ): Promise<GpuContext> {
   installGlobals();
   const { dawnFlags, pollBackoff, ...rest } = options;
-  const gpu = create(dawnFlags ?? DAWN_FLAGS);
+  const gpu = create(dawnFlags ?? dawnFlagsFor(rest));
   const release = pollBackoff === false ? undefined : installPollBackoff(pollBackoff ?? {});
   try {
     return await createFromGpu({ ...rest, gpu, keepAlive: gpu, onDestroy: release, onWait: release && pollWaitStarts });

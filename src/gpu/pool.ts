@@ -57,8 +57,10 @@ export class BufferPool {
     if (buf) {
       this.stats_.pooledBytes -= size;
     } else {
-      // A class may round past maxBufferSize although the request fits: fall back to the exact size.
-      const alloc = size > this.maxBufferSize ? Math.ceil(bytes / 4) * 4 : size;
+      // A class may round past maxBufferSize although the request fits: fall back to the size
+      // rounded to 16 bytes (whole vec4s, like every class), or to 4 where even that does not fit.
+      const v4 = Math.ceil(bytes / 16) * 16;
+      const alloc = size <= this.maxBufferSize ? size : v4 <= this.maxBufferSize ? v4 : Math.ceil(bytes / 4) * 4;
       buf = this.device.createBuffer({ size: alloc, usage: POOL_USAGE, label });
       this.stats_.created++;
     }

@@ -14,8 +14,6 @@ import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
 import { checkFinite as finite, checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
 
-const WG = 256;
-
 /**
  * Elements per invocation (see elementwise.wgsl): 32 on CPU adapters, where it makes copy and
  * fill 2–4× faster than one element each (measured on lavapipe: 1.4 -> 5.2 GB/s); 4 on GPUs,
@@ -27,6 +25,11 @@ export function elementsPerInvocation(ctx: GpuContext): number {
 
 export function elementwiseModule(dtype: DType): KernelModule {
   return KernelModule.get('elementwise.wgsl', wgsl.elementwise, dtype);
+}
+
+/** Lanes per workgroup of an elementwise.wgsl entry, from its `@workgroup_size`. */
+function lanes(dtype: DType, entry: string): number {
+  return elementwiseModule(dtype).workgroupSize(entry)[0];
 }
 
 function run(
@@ -41,7 +44,7 @@ function run(
   ctx.dispatch(elementwiseModule(dtype), entry, {
     bindings,
     params: { n, ny, alpha, per: elementsPerInvocation(ctx) },
-    workgroups: grid2d(ctx, Math.ceil(n / (WG * elementsPerInvocation(ctx))), entry),
+    workgroups: grid2d(ctx, Math.ceil(n / (lanes(dtype, entry) * elementsPerInvocation(ctx))), entry),
   });
 }
 
@@ -189,7 +192,7 @@ export function transpose(ctx: GpuContext, x: Tensor, out?: Tensor): Tensor {
     ctx.dispatch(elementwiseModule(dt), 'transpose2d_4x4', {
       bindings: { x4: x, out4: o },
       params: { n: x.size, ny: C, alpha: 0, per: 1 },
-      workgroups: [Math.ceil(C / 4 / WG), R / 4],
+      workgroups: [Math.ceil(C / 4 / lanes(dt, 'transpose2d_4x4')), R / 4],
     });
   } else {
     run(ctx, 'transpose2d', dt, x.size, { x, out: o }, C);
@@ -211,7 +214,7 @@ function copyWindow(ctx: GpuContext, x: Tensor, out: Tensor, rows: number, width
   ctx.dispatch(elementwiseModule(x.dtype), 'copy_window', {
     bindings: { x, out },
     params: { n, width, srcCols, srcOff, dstCols, dstOff, per },
-    workgroups: grid2d(ctx, Math.ceil(n / (WG * per)), 'copy_window'),
+    workgroups: grid2d(ctx, Math.ceil(n / (lanes(x.dtype, 'copy_window') * per)), 'copy_window'),
   });
 }
 
@@ -281,7 +284,7 @@ export function swapAxes12(ctx: GpuContext, x: Tensor, dims: readonly [number, n
   ctx.dispatch(elementwiseModule(dt), 'swap12', {
     bindings: { x, out },
     params: { n: x.size, b, c, d, per },
-    workgroups: grid2d(ctx, Math.ceil(x.size / (WG * per)), 'swapAxes12'),
+    workgroups: grid2d(ctx, Math.ceil(x.size / (lanes(dt, 'swap12') * per)), 'swapAxes12'),
   });
   return out;
 }

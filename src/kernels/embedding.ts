@@ -11,7 +11,7 @@
  * ```
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ArgumentError, ShapeError } from '../gpu/errors.js';
+import { ArgumentError, DisposedError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
@@ -22,12 +22,16 @@ function mod(): KernelModule {
   return KernelModule.get('embedding.wgsl', wgsl.embedding);
 }
 
-/** A batch of token ids on the GPU, with the positions of each distinct id (for backward). */
+/**
+ * A batch of token ids on the GPU, with the positions of each distinct id (for backward). Its
+ * buffer is a raw buffer of the context (counted in `ctx.memory().rawBytes`) until `dispose()`.
+ */
 export class TokenIds {
   readonly count: number;
   readonly unique: number;
-  readonly aux: GPUBuffer;
+  private readonly aux_: GPUBuffer;
   readonly offsets: { uniq: number; starts: number; pos: number };
+  private disposed_ = false;
 
   constructor(
     readonly ctx: GpuContext,
@@ -62,14 +66,36 @@ export class TokenIds {
       k++;
     }
     data[starts + U] = s;
-    this.aux = uploadU32(ctx, data, 'token ids');
+    this.aux_ = uploadU32(ctx, data, 'token ids');
     this.count = T;
     this.unique = U;
     this.offsets = { uniq, starts, pos };
   }
 
+  get disposed(): boolean {
+    return this.disposed_;
+  }
+
+  /** The ids' buffer (ids, distinct ids, their starts and positions); DisposedError naming `op` after dispose(). */
+  buffer(op = 'TokenIds'): GPUBuffer {
+    if (this.disposed_) throw new DisposedError(`${op}: ids (TokenIds of ${this.count} tokens, vocabulary ${this.vocab}) were disposed`);
+    return this.aux_;
+  }
+
+  /** The ids' buffer, as `buffer()`. */
+  get aux(): GPUBuffer {
+    return this.buffer();
+  }
+
+  /** Free the buffer once work already encoded with it is submitted. Idempotent. */
   dispose(): void {
-    this.ctx.destroyAfterSubmit(this.aux);
+    if (this.disposed_) return;
+    this.disposed_ = true;
+    this.ctx.destroyAfterSubmit(this.aux_);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }
 
@@ -84,9 +110,10 @@ function checkTable(op: string, table: Tensor, ids: TokenIds): number {
 /** table[ids] -> [...ids.shape, D]. */
 export function embedding(ctx: GpuContext, table: Tensor, ids: TokenIds): Tensor {
   const D = checkTable('embedding', table, ids);
+  const aux = ids.buffer('embedding');
   const out = ctx.empty([...ids.shape, D], 'f32', 'embedding.out');
   ctx.dispatch(mod(), 'embedding_gather', {
-    bindings: { table, aux: ids.aux, out },
+    bindings: { table, aux, out },
     params: { tokens: ids.count, dim: D, unique: ids.unique, ...ids.offsets },
     workgroups: grid2d(ctx, ids.count, 'embedding'),
   });
@@ -96,11 +123,12 @@ export function embedding(ctx: GpuContext, table: Tensor, ids: TokenIds): Tensor
 /** d table [V,D] from dy [...ids.shape, D]: rows of ids that occur get Σ of their dy rows, others 0. */
 export function embeddingBackward(ctx: GpuContext, table: Tensor, ids: TokenIds, dy: Tensor): Tensor {
   const D = checkTable('embeddingBackward', table, ids);
+  const aux = ids.buffer('embeddingBackward');
   checkTensor('embeddingBackward', 'dy', dy, 'f32');
   if (dy.size !== ids.count * D) throw new ShapeError(`embeddingBackward: dy has shape ${fmtShape(dy.shape)}, expected [${[...ids.shape, D].join(',')}]`);
   const out = full(ctx, table.shape, 0, 'f32', 'embedding.dtable');
   ctx.dispatch(mod(), 'embedding_backward', {
-    bindings: { dy, aux: ids.aux, out },
+    bindings: { dy, aux, out },
     params: { tokens: ids.count, dim: D, unique: ids.unique, ...ids.offsets },
     workgroups: grid2d(ctx, ids.unique, 'embeddingBackward'),
   });

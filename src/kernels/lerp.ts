@@ -24,7 +24,7 @@ import { maxChunkBytes, placeInChunks } from './chunks.js';
 import { wgsl } from '../wgsl/sources.js';
 import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
 
-const WG = 64;
+/** vec4s per lane (a runtime param: see lerp.wgsl); the lanes per workgroup come from the WGSL. */
 const PER = 16;
 
 export function lerpModule(dtype: DType): KernelModule {
@@ -33,10 +33,12 @@ export function lerpModule(dtype: DType): KernelModule {
 
 function dispatch(ctx: GpuContext, entry: string, dtype: DType, n: number, bindings: Record<string, Tensor>, alpha: number): void {
   const n4 = Math.ceil(n / 4);
-  ctx.dispatch(lerpModule(dtype), entry, {
+  const m = lerpModule(dtype);
+  const [lanes] = m.workgroupSize(entry);
+  ctx.dispatch(m, entry, {
     bindings,
     params: { n4, alpha, per: PER },
-    workgroups: grid2d(ctx, Math.ceil(n4 / (WG * PER)), entry),
+    workgroups: grid2d(ctx, Math.ceil(n4 / (lanes * PER)), entry),
   });
 }
 
@@ -127,9 +129,9 @@ export function copy4(ctx: GpuContext, x: Tensor, out: Tensor): Tensor {
   return out;
 }
 
-/** Copy `bytes` from byte `srcByte` of `src` to byte `dstByte` of `dst` (encoded in order with the kernels). */
-function copyBytes(ctx: GpuContext, src: Tensor, srcByte: number, dst: Tensor, dstByte: number, bytes: number): void {
-  ctx.encoder().copyBufferToBuffer(src.buffer(), src.byteOffset + srcByte, dst.buffer(), dst.byteOffset + dstByte, bytes);
+/** Copy `bytes` from byte `srcByte` of `src` to byte `dstByte` of `dst` (checked by ctx.copy, encoded in order with the kernels). */
+function copyBytes(ctx: GpuContext, src: Tensor, srcByte: number, dst: Tensor, dstByte: number, bytes: number, op: string): void {
+  ctx.copy(src, dst, { srcOffset: srcByte, dstOffset: dstByte, bytes, op });
 }
 
 /** The tensors' common dtype (checking each), and each one's byte length. */
@@ -164,7 +166,7 @@ export function flatten(ctx: GpuContext, tensors: readonly Tensor[]): Tensor {
     throw new SizeLimitError(`flatten: the ${tensors.length} tensors take ${bytes} bytes flat, over maxStorageBufferBindingSize ${max}; use flattenChunks (a list of chunks, each within a binding)`);
   }
   const flat = ctx.empty([elements], dtype, 'arena');
-  tensors.forEach((t, i) => copyBytes(ctx, t, 0, flat, offsets[i]!, Math.ceil(t.byteLength / 4) * 4));
+  tensors.forEach((t, i) => copyBytes(ctx, t, 0, flat, offsets[i]!, Math.ceil(t.byteLength / 4) * 4, 'flatten'));
   return flat;
 }
 
@@ -194,7 +196,7 @@ export function flattenChunks(ctx: GpuContext, tensors: readonly Tensor[], o: Fl
   }
   const per = bytesPerElement(dtype);
   const chunks = place.used.map((b, k) => ctx.empty([b / per], dtype, place.used.length > 1 ? `arena.chunk${k}` : 'arena'));
-  tensors.forEach((t, i) => copyBytes(ctx, t, 0, chunks[place.chunk[i]!]!, place.offset[i]!, Math.ceil(t.byteLength / 4) * 4));
+  tensors.forEach((t, i) => copyBytes(ctx, t, 0, chunks[place.chunk[i]!]!, place.offset[i]!, Math.ceil(t.byteLength / 4) * 4, 'flattenChunks'));
   return chunks;
 }
 
@@ -204,7 +206,7 @@ export function unflatten(ctx: GpuContext, flat: FlatArena, tensors: readonly Te
     const { offsets, elements } = arenaLayout(tensors, 'unflatten');
     checkTensor('unflatten', 'flat', flat, tensors[0]!.dtype);
     if (flat.size !== elements) throw new ShapeError(`unflatten: flat has ${flat.size} elements, the tensors' arena needs ${elements}`);
-    tensors.forEach((t, i) => copyBytes(ctx, flat, offsets[i]!, t, 0, Math.ceil(t.byteLength / 4) * 4));
+    tensors.forEach((t, i) => copyBytes(ctx, flat, offsets[i]!, t, 0, Math.ceil(t.byteLength / 4) * 4, 'unflatten'));
     return;
   }
   const { dtype, bytes } = listOf(tensors, 'unflatten');
@@ -216,5 +218,5 @@ export function unflatten(ctx: GpuContext, flat: FlatArena, tensors: readonly Te
   if (place.misfit >= 0 || place.used.length !== flat.length || place.used.some((u, k) => u !== sizes[k])) {
     throw new ShapeError(`unflatten: chunks of ${fmtShape(sizes.map((b) => b / bytesPerElement(dtype)))} elements are not the layout flattenChunks gives these ${tensors.length} tensors`);
   }
-  tensors.forEach((t, i) => copyBytes(ctx, flat[place.chunk[i]!]!, place.offset[i]!, t, 0, Math.ceil(t.byteLength / 4) * 4));
+  tensors.forEach((t, i) => copyBytes(ctx, flat[place.chunk[i]!]!, place.offset[i]!, t, 0, Math.ceil(t.byteLength / 4) * 4, 'unflatten'));
 }

@@ -17,8 +17,8 @@
  * ```
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
-import { KernelModule } from '../gpu/kernel.js';
+import { ArgumentError, DisposedError, DTypeError, ShapeError } from '../gpu/errors.js';
+import { KernelModule, type DType } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
 import { add, fill, transpose } from './elementwise.js';
@@ -64,6 +64,18 @@ export interface LoraLayerOptions {
   rsLora?: boolean;
   /** PEFT's lora_dropout on the low-rank input path, 0 <= p < 1. */
   dropout?: number;
+  /**
+   * The seed of the layer's dropout stream (default: the layer's index among those made on
+   * this context, so layers draw different masks and a run reproduces). Each forward that
+   * applies dropout without an explicit `seed` / `offset` takes the stream's next offset.
+   */
+  dropoutSeed?: number;
+}
+
+const layersMade = new WeakMap<GpuContext, number>();
+
+function loraModule(dtype: DType): KernelModule {
+  return KernelModule.get('lora.wgsl', wgsl.lora, dtype);
 }
 
 export class LoraLayer {
@@ -79,6 +91,13 @@ export class LoraLayer {
   readonly wLayout: WeightLayout;
   /** True while s·B·A is folded into W. */
   merged = false;
+  /** The dropout stream's seed (see {@link LoraLayerOptions.dropoutSeed}). */
+  readonly dropoutSeed: number;
+  /** The offset the next forward without an explicit seed or offset draws its dropout mask at. */
+  dropoutOffset = 0;
+  /** Tensors this layer made (A, B when not given; W's [K,N] copy with 'auto'), freed by dispose(). */
+  private readonly owned: Tensor[] = [];
+  private disposed_ = false;
 
   constructor(ctx: GpuContext, o: LoraLayerOptions) {
     o.W.buffer('LoraLayer: W');
@@ -103,15 +122,44 @@ export class LoraLayer {
       }
       if (t.dtype !== dt) throw new DTypeError(`LoraLayer: ${name} is ${t.dtype}, expected ${dt} like W`);
     }
-    // 'auto' on a CPU adapter: a [K,N] copy the layer owns (kept out of any enclosing scope).
-    this.W = given === 'auto' && layout === 'KN' ? ctx.keep(transpose(ctx, o.W)) : o.W;
+    // What the layer makes it owns (kept out of any enclosing scope, freed by dispose()).
+    const own = (t: Tensor) => (this.owned.push(ctx.keep(t)), t);
+    // 'auto' on a CPU adapter: a [K,N] copy of W.
+    this.W = given === 'auto' && layout === 'KN' ? own(transpose(ctx, o.W)) : o.W;
     this.bias = o.bias;
-    this.A = o.A ?? ctx.keep(ctx.empty([r, K], dt, 'lora.A'));
-    this.B = o.B ?? ctx.keep(ctx.empty([N, r], dt, 'lora.B'));
+    this.A = o.A ?? own(ctx.empty([r, K], dt, 'lora.A'));
+    this.B = o.B ?? own(ctx.empty([N, r], dt, 'lora.B'));
     this.rank = r;
     this.dropout = p;
     this.inFeatures = K;
     this.outFeatures = N;
+    const made = layersMade.get(ctx) ?? 0;
+    layersMade.set(ctx, made + 1);
+    this.dropoutSeed = o.dropoutSeed ?? made;
+    if (!Number.isSafeInteger(this.dropoutSeed) || this.dropoutSeed < 0) throw new ArgumentError(`LoraLayer: dropoutSeed = ${this.dropoutSeed}, expected a non-negative integer below 2^53`);
+  }
+
+  get disposed(): boolean {
+    return this.disposed_;
+  }
+
+  /** Throw a DisposedError naming `op` if the layer was disposed. */
+  assertLive(op: string): void {
+    if (this.disposed_) throw new DisposedError(`${op}: LoraLayer [N=${this.outFeatures},K=${this.inFeatures},r=${this.rank}] was disposed`);
+  }
+
+  /**
+   * Free what the layer made: A and B when it allocated them, and W's [K,N] copy with
+   * `wLayout: 'auto'` on CPU adapters. Tensors it was given stay the caller's. Idempotent.
+   */
+  dispose(): void {
+    if (this.disposed_) return;
+    this.disposed_ = true;
+    for (const t of this.owned) t.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }
 
@@ -123,6 +171,7 @@ export interface LoraInitOptions {
 
 /** Initialise A and B on the GPU, seeded. With B = 0 the layer starts as the base model. */
 export function initLora(ctx: GpuContext, layer: LoraLayer, o: LoraInitOptions): void {
+  layer.assertLive('initLora');
   if ((o.init ?? 'kaiming') === 'kaiming') {
     const bound = 1 / Math.sqrt(layer.inFeatures);
     uniform(ctx, layer.A, { seed: o.seed, lo: -bound, hi: bound });
@@ -147,8 +196,8 @@ export function loraDown(ctx: GpuContext, x: Tensor, A: Tensor, scale = 1, o: { 
   if (r > LORA_DOWN_MAX_RANK) return matmul(ctx, x, A, { transB: !aT, alpha: scale });
   const M = x.size / K;
   const u = ctx.empty([...x.shape.slice(0, -1), r], x.dtype, 'lora.u');
-  const rows = Math.max(1, Math.min(8, Math.floor(64 / r)));
-  ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, x.dtype), 'lora_down', {
+  const rows = Math.max(1, Math.min(8, Math.floor(64 / r))); // ROWS·RANK <= 64 partial sums per lane (lora.wgsl)
+  ctx.dispatch(loraModule(x.dtype), 'lora_down', {
     bindings: { x, a: A, u },
     params: { M, K, scale },
     constants: { ROWS: rows, RANK: r, A_T: aT },
@@ -168,11 +217,15 @@ export function loraBGrad(ctx: GpuContext, dy: Tensor, u: Tensor, scale = 1): Te
   if (r > LORA_DOWN_MAX_RANK) return matmul(ctx, dy, u, { transA: true, alpha: scale });
   const db = ctx.empty([N, r], dy.dtype, 'lora.dB');
   const v4 = N % 4 === 0;
-  ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, dy.dtype), v4 ? 'lora_b_grad4' : 'lora_b_grad', {
+  const entry = v4 ? 'lora_b_grad4' : 'lora_b_grad';
+  const m = loraModule(dy.dtype);
+  // A lane per row of dB, or per 4 rows (lora_b_grad4).
+  const rowsPerGroup = m.workgroupSize(entry)[0] * (v4 ? 4 : 1);
+  ctx.dispatch(m, entry, {
     bindings: v4 ? { dy4: dy, uu: u, db } : { dy, uu: u, db },
     params: { M, N, scale },
     constants: { RANK: r },
-    workgroups: grid2d(ctx, Math.ceil(N / (v4 ? 256 : 64)), 'loraBGrad'),
+    workgroups: grid2d(ctx, Math.ceil(N / rowsPerGroup), 'loraBGrad'),
   });
   return db;
 }
@@ -189,7 +242,12 @@ export interface LoraSaved {
 }
 
 export interface LoraForwardOptions {
-  /** Dropout stream; the same (seed, offset) must reach backward (it is kept in `saved`). */
+  /**
+   * The dropout stream (kept in `saved`, so backward regenerates the same mask). Default: the
+   * layer's own stream, advanced by one offset per forward that applies dropout, so every
+   * step draws a new mask; an explicit `seed` (offset default 0) or `offset` (with the
+   * layer's seed) reproduces a mask and does not advance the stream.
+   */
   seed?: number;
   offset?: number;
   /** Apply dropout (default true when the layer has dropout > 0). */
@@ -212,12 +270,17 @@ function checkX(layer: LoraLayer, x: Tensor, op: string): number {
  * skinny u and then one pass over y. A merged layer runs the plain matmul.
  */
 export function loraForward(ctx: GpuContext, layer: LoraLayer, x: Tensor, o: LoraForwardOptions = {}): { y: Tensor; saved: LoraSaved | null } {
+  layer.assertLive('loraForward');
   checkX(layer, x, 'loraForward');
   const transB = layer.wLayout === 'NK';
   if (layer.merged) return { y: matmul(ctx, x, layer.W, { transB, bias: layer.bias }), saved: null };
-  const seed = o.seed ?? 0;
-  const offset = o.offset ?? 0;
   const drop = (o.training ?? true) && layer.dropout > 0;
+  const seed = o.seed ?? layer.dropoutSeed;
+  let offset = o.offset ?? 0;
+  if (drop && o.seed === undefined && o.offset === undefined) {
+    offset = layer.dropoutOffset;
+    layer.dropoutOffset = (offset + 1) % 2 ** 32;
+  }
   const u = ctx.scope(() => {
     const xd = drop ? dropout(ctx, x, { p: layer.dropout, seed, offset }) : x;
     return loraDown(ctx, xd, layer.A);
@@ -238,6 +301,7 @@ export interface LoraGrads {
  * `needDx` (a first layer, or x from a frozen body, needs none).
  */
 export function loraBackward(ctx: GpuContext, layer: LoraLayer, saved: LoraSaved, dy: Tensor, o: { needDx?: boolean } = {}): LoraGrads {
+  layer.assertLive('loraBackward');
   if (layer.merged) throw new ArgumentError('loraBackward: the layer is merged; unmerge it before training');
   const M = checkX(layer, saved.x, 'loraBackward');
   dy.buffer('loraBackward: dy');
@@ -305,14 +369,17 @@ function addLowRank(ctx: GpuContext, layer: LoraLayer, scale: number, tiling?: M
     if (!Number.isInteger(t.vec4sPerLane) || t.vec4sPerLane < 1 || t.vec4sPerLane * r > 64 || !Number.isInteger(t.rowsPerWorkgroup) || t.rowsPerWorkgroup < 1) {
       throw new ArgumentError(`lora merge: tiling ${JSON.stringify(t)}, expected integers >= 1 with vec4sPerLane·rank <= 64 (rank ${r})`);
     }
-    ctx.dispatch(KernelModule.get('lora.wgsl', wgsl.lora, layer.W.dtype), 'lora_merge', {
+    const m = loraModule(layer.W.dtype);
+    // Lane l owns vec4sPerLane vec4s of columns: a workgroup covers lanes·vec4sPerLane vec4s of a row.
+    const [lanes] = m.workgroupSize('lora_merge');
+    ctx.dispatch(m, 'lora_merge', {
       bindings: { w4: layer.W, r_buf: nk ? layer.B : layer.A, c_buf: nk ? layer.A : layer.B },
       // [N,K]: R = B [N,r] (row stride r), C = A [r,K]; [K,N]: R[k, j] = A[j, k], C[j, n] = B[n, j].
       params: nk
         ? { rows, cols4: cols / 4, rRow: r, rJ: 1, cJ: K, cCol: 1, scale }
         : { rows, cols4: cols / 4, rRow: 1, rJ: K, cJ: 1, cCol: r, scale },
       constants: { RANK: r, MERGE_V: t.vec4sPerLane, MERGE_ROWS: t.rowsPerWorkgroup },
-      workgroups: [Math.ceil(cols / 4 / (64 * t.vec4sPerLane)), Math.ceil(rows / t.rowsPerWorkgroup)],
+      workgroups: [Math.ceil(cols / 4 / (lanes * t.vec4sPerLane)), Math.ceil(rows / t.rowsPerWorkgroup)],
     });
     return;
   }
@@ -325,6 +392,7 @@ function addLowRank(ctx: GpuContext, layer: LoraLayer, scale: number, tiling?: M
  * W's rows are not whole vec4s or r > 16). Throws if already merged.
  */
 export function loraMerge(ctx: GpuContext, layer: LoraLayer, o: { tiling?: MergeTiling } = {}): void {
+  layer.assertLive('loraMerge');
   if (layer.merged) throw new ArgumentError('loraMerge: the layer is already merged (merged = true); unmerge it first');
   addLowRank(ctx, layer, layer.scale, o.tiling);
   layer.merged = true;
@@ -332,6 +400,7 @@ export function loraMerge(ctx: GpuContext, layer: LoraLayer, o: { tiling?: Merge
 
 /** W ← W − s·B·A, undoing {@link loraMerge} (exact up to f32 rounding). Throws if not merged. */
 export function loraUnmerge(ctx: GpuContext, layer: LoraLayer, o: { tiling?: MergeTiling } = {}): void {
+  layer.assertLive('loraUnmerge');
   if (!layer.merged) throw new ArgumentError('loraUnmerge: the layer is not merged');
   addLowRank(ctx, layer, -layer.scale, o.tiling);
   layer.merged = false;

@@ -84,7 +84,7 @@ export function normBackward(
       bindings: { x, dy, saved: stats, out: out.dgamma, dbeta },
       params: { rows: R, cols: C, eps: 1 },
       constants,
-      workgroups: grid2d(ctx, Math.ceil(C / 64), op),
+      workgroups: grid2d(ctx, Math.ceil(C / mod().workgroupSize('norm_backward_params')[0]), op), // a lane per column
     });
     if (o.beta) out.dbeta = dbeta;
     else dbeta.dispose();

@@ -12,7 +12,6 @@ import { ArgumentError } from '../gpu/errors.js';
 import { KernelModule, type DType } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
-import { splitSeed } from './random.ref.js';
 import { checkTensor, grid2d, outputTensor } from './util.js';
 
 export function randomModule(dtype: DType): KernelModule {
@@ -27,20 +26,18 @@ export interface RandomOptions {
 }
 
 function run(ctx: GpuContext, op: string, entry: string, out: Tensor, x: Tensor | null, o: RandomOptions, a: number, b: number): void {
-  let seedLo: number;
-  let seedHi: number;
-  try {
-    [seedLo, seedHi] = splitSeed(o.seed);
-  } catch {
-    throw new ArgumentError(`${op}: seed = ${o.seed}, expected a non-negative integer below 2^53`);
-  }
+  const seed = o.seed;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new ArgumentError(`${op}: seed = ${seed}, expected a non-negative integer below 2^53`);
+  // Philox's 64-bit key: the seed's low and high 32 bits.
+  const seedLo = seed % 2 ** 32;
+  const seedHi = Math.floor(seed / 2 ** 32);
   const offset = o.offset ?? 0;
   if (!Number.isInteger(offset) || offset < 0 || offset >= 2 ** 32) throw new ArgumentError(`${op}: offset = ${offset}, expected an integer in [0, 2^32)`);
   for (const [k, v] of [['a', a], ['b', b]] as const) if (!Number.isFinite(v)) throw new ArgumentError(`${op}: ${k === 'a' ? 'first' : 'second'} parameter = ${v}, expected a finite number`);
   ctx.dispatch(randomModule(out.dtype), entry, {
     bindings: x ? { x, out } : { out },
     params: { n: out.size, seedLo, seedHi, offset, a, b },
-    workgroups: grid2d(ctx, Math.ceil(out.size / 256), op),
+    workgroups: grid2d(ctx, Math.ceil(out.size / randomModule(out.dtype).workgroupSize(entry)[0]), op),
   });
 }
 

@@ -1,5 +1,5 @@
 /**
- * Launchers for src/wgsl/softmax_xent.wgsl (f32): softmax and log-softmax over the last axis
+ * Launchers for src/wgsl/softmax.wgsl (f32): softmax and log-softmax over the last axis
  * with their backward, and a fused softmax cross-entropy with class-index targets
  * (ignore-index), soft targets and label smoothing.
  *
@@ -8,7 +8,7 @@
  * const dLogits = crossEntropyBackward(ctx, logits, saved, dLoss);  // dLoss: [1]
  * ```
  */
-import type { GpuContext } from '../gpu/context.js';
+import type { BindingResource, GpuContext } from '../gpu/context.js';
 import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
@@ -16,7 +16,7 @@ import { wgsl } from '../wgsl/sources.js';
 import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
 
 function mod(): KernelModule {
-  return KernelModule.get('softmax_xent.wgsl', wgsl.softmax_xent);
+  return KernelModule.get('softmax.wgsl', wgsl.softmax);
 }
 
 function rowsCols(op: string, x: Tensor): [number, number] {
@@ -31,13 +31,13 @@ function rowwise(
   entry: string,
   rows: number,
   cols: number,
-  bindings: Record<string, Tensor>,
-  extra: { ignoreIndex?: number; smoothing?: number; causalPeriod?: number } = {},
+  bindings: Record<string, BindingResource>,
+  extra: { ignoreIndex?: number; smoothing?: number; causalPeriod?: number; check?: number } = {},
   soft = false,
 ): void {
   ctx.dispatch(mod(), entry, {
     bindings,
-    params: { rows, cols, ignoreIndex: extra.ignoreIndex ?? -100, smoothing: extra.smoothing ?? 0, period: extra.causalPeriod ?? 1 },
+    params: { rows, cols, ignoreIndex: extra.ignoreIndex ?? -100, smoothing: extra.smoothing ?? 0, period: extra.causalPeriod ?? 1, check: extra.check ?? 0 },
     constants: { SOFT: soft, CAUSAL: extra.causalPeriod !== undefined },
     workgroups: grid2d(ctx, rows, op),
   });
@@ -88,7 +88,12 @@ export function logSoftmaxBackward(ctx: GpuContext, y: Tensor, dy: Tensor): Tens
   return o;
 }
 
-/** Class indices [R] (f32 holding integers) or a target distribution [R, C] per row. */
+/**
+ * Class indices [R] (f32 holding integers) or a target distribution [R, C] per row. Labels are
+ * checked on the GPU: one that is neither the ignore index nor an integer in [0, C) counts for
+ * nothing, and the next `sync()` / `read()` throws an ArgumentError naming the first such row
+ * (there is no readback in the step; shapes and dtypes are checked at once, on the CPU).
+ */
 export type XentTarget = { labels: Tensor } | { soft: Tensor };
 
 export interface XentOptions {
@@ -135,19 +140,30 @@ export function crossEntropy(ctx: GpuContext, logits: Tensor, target: XentTarget
   const tb = targetBindings(target, logits);
   const lse = ctx.empty([R], 'f32', 'crossEntropy.lse');
   const stats = ctx.empty([2], 'f32', 'crossEntropy.stats');
-  const x = { ignoreIndex: opts.ignoreIndex, smoothing: eps };
+  const ignore = opts.ignoreIndex ?? -100;
+  // Soft targets need no check (the kernels still declare the binding).
+  const check = ctx.deviceCheck(
+    soft
+      ? null
+      : (i, bits) =>
+          new ArgumentError(
+            `crossEntropy: labels[${i}] = ${new Float32Array(new Uint32Array([bits]).buffer)[0]}, expected an integer class index in [0, ${C}) ` +
+              `or the ignoreIndex ${ignore} (checked on the GPU, reported at the first sync()/read() after the step; the row counted for nothing)`,
+          ),
+  );
+  const x = { ignoreIndex: opts.ignoreIndex, smoothing: eps, check: check.slot };
   ctx.scope(() => {
     const rows = ctx.empty([R], 'f32', 'crossEntropy.rows');
-    rowwise(ctx, 'crossEntropy', 'xent_rows', R, C, { x: logits, ...tb, out: rows, lse }, x, soft);
+    rowwise(ctx, 'crossEntropy', 'xent_rows', R, C, { x: logits, ...tb, out: rows, lse, checks: check.buffer }, x, soft);
     ctx.dispatch(mod(), 'xent_mean', {
-      bindings: { y: rows, labels: tb.labels, out: stats },
-      params: { rows: R, cols: C, ignoreIndex: opts.ignoreIndex ?? -100, smoothing: eps, period: 1 },
+      bindings: { y: rows, labels: tb.labels, out: stats, checks: check.buffer },
+      params: { rows: R, cols: C, ignoreIndex: ignore, smoothing: eps, period: 1, check: check.slot },
       constants: { SOFT: soft, CAUSAL: false },
       workgroups: [1],
     });
   });
   const loss = ctx.empty([1], 'f32', 'crossEntropy.loss');
-  ctx.encoder().copyBufferToBuffer(stats.buffer(), stats.byteOffset, loss.buffer(), loss.byteOffset, 4);
+  ctx.copy(stats, loss, { bytes: 4, op: 'crossEntropy' });
   return { loss, saved: { target, opts, lse, stats } };
 }
 

@@ -2,18 +2,15 @@
 import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError, SizeLimitError } from '../gpu/errors.js';
 import type { DType } from '../gpu/kernel.js';
-import { POOL_USAGE } from '../gpu/pool.js';
 import type { Tensor } from '../gpu/tensor.js';
 
 /**
- * A read-only u32 storage buffer holding `data` (index lists, masks, tile lists), its size
- * rounded up to 16 bytes; empty data gives 16 zero bytes (WebGPU zero-fills new buffers).
- * The caller owns it and destroys it.
+ * A u32 storage buffer holding `data` (index lists, masks, tile lists), its size rounded up to
+ * 16 bytes; empty data gives 16 zero bytes. A raw buffer of the context (counted in
+ * `ctx.memory().rawBytes`): the caller frees it with `ctx.destroyAfterSubmit(buf)`.
  */
 export function uploadU32(ctx: GpuContext, data: Uint32Array<ArrayBuffer>, label: string): GPUBuffer {
-  const buf = ctx.device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 16) * 16), usage: POOL_USAGE, label });
-  if (data.byteLength) ctx.queue.writeBuffer(buf, 0, data);
-  return buf;
+  return ctx.rawBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 16) * 16), label, data });
 }
 
 const unusedTables = new WeakMap<GpuContext, GPUBuffer>();

@@ -42,9 +42,9 @@ export function arenaOfChunk(storage: Tensor): ParamArena | undefined {
   return chunkOwner.get(storage);
 }
 
-/** Copy `bytes` from `src`'s data to byte `dstByte` of `dst` (encoded in order with the kernels). */
-function copyInto(ctx: GpuContext, src: Tensor, dst: Tensor, dstByte: number, bytes: number): void {
-  ctx.encoder().copyBufferToBuffer(src.buffer(), src.byteOffset, dst.buffer(), dst.byteOffset + dstByte, bytes);
+/** Copy `bytes` from `src`'s data to byte `dstByte` of `dst` (checked by ctx.copy, encoded in order with the kernels). */
+function copyInto(ctx: GpuContext, src: Tensor, dst: Tensor, dstByte: number, bytes: number, op: string): void {
+  ctx.copy(src, dst, { dstOffset: dstByte, bytes, op });
 }
 
 export class ParamArena {
@@ -99,11 +99,18 @@ export class ParamArena {
     for (const c of this.chunks) chunkOwner.set(c, this);
     this.chunkOf = place.chunk;
     this.offsets = place.offset.map((b) => b / 4);
-    this.params = shapes.map((shape, i) => this.chunks[place.chunk[i]!]!.window(place.offset[i]!, shape, labels[i] ?? `ParamArena[${i}]`));
+    // Each window owns its slot up to the next slot of its chunk (or the chunk's end), padding
+    // included, so kernels may round it up to whole vec4s without touching a neighbour.
+    const slotBytes = (i: number) => {
+      const k = place.chunk[i]!;
+      const next = place.offset.filter((o, j) => place.chunk[j] === k && o > place.offset[i]!);
+      return (next.length ? Math.min(...next) : place.used[k]!) - place.offset[i]!;
+    };
+    this.params = shapes.map((shape, i) => this.chunks[place.chunk[i]!]!.window(place.offset[i]!, shape, labels[i] ?? `ParamArena[${i}]`, slotBytes(i)));
     specs.forEach((s, i) => {
       if (Array.isArray(s)) return;
       const t = s as Tensor;
-      copyInto(ctx, t, this.chunks[place.chunk[i]!]!, place.offset[i]!, Math.ceil(t.byteLength / 4) * 4);
+      copyInto(ctx, t, this.chunks[place.chunk[i]!]!, place.offset[i]!, Math.ceil(t.byteLength / 4) * 4, `ParamArena: specs[${i}]`);
     });
   }
 

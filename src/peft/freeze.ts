@@ -18,7 +18,7 @@ import { ArgumentError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { gradInfo, requiresGrad, setGradMask } from '../autograd/tape.js';
 import { type FreezeSpec, GradMask } from '../kernels/maskedGrad.js';
-import type { ParamGroup } from '../optim/optimizer.js';
+import type { ParamGroup } from '../kernels/optim.js';
 import { LinearLike } from '../nn/layers.js';
 import type { Module } from '../nn/module.js';
 

@@ -9,6 +9,9 @@
 //   rand_uniform  out[i] = lo + (hi − lo)·u,   u ∈ (0, 1) from the top 24 bits of word 0
 //   rand_normal   out[i] = mean + std·z,       z from Box–Muller on words 0 and 1
 //   dropout       out[i] = x[i]·keep/(1 − p),  keep = u ≥ p (PEFT's lora_dropout, inverted scaling)
+//   philox_words  the raw generator: case i reads counter (4 words) and key (2) from
+//                 kat_in[6i..6i+6) and writes the 4 output words to kat_out[4i..4i+4), so tests
+//                 compare the GPU's Philox with Random123's known-answer vectors bit for bit
 alias T = f32;
 
 struct Params {
@@ -25,6 +28,8 @@ const WG = 256u;
 @group(0) @binding(0) var<storage, read> x: array<T>;
 @group(0) @binding(1) var<storage, read_write> out: array<T>;
 @group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> kat_in: array<u32>;
+@group(0) @binding(4) var<storage, read_write> kat_out: array<u32>;
 
 // High and low 32 bits of a·b, from 16-bit halves (WGSL has no 64-bit integers).
 fn mulhilo(a: u32, b: u32) -> vec2<u32> {
@@ -88,4 +93,17 @@ fn dropout(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
   if (i >= params.n) { return; }
   let keep = to_unit(draw(i).x) >= params.a;
   out[i] = select(T(0.0), T(f32(x[i]) / (1.0 - params.a)), keep);
+}
+
+// params.n cases; see the header.
+@compute @workgroup_size(WG)
+fn philox_words(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= params.n) { return; }
+  let c = vec4<u32>(kat_in[6u * i], kat_in[6u * i + 1u], kat_in[6u * i + 2u], kat_in[6u * i + 3u]);
+  let w = philox(c, vec2<u32>(kat_in[6u * i + 4u], kat_in[6u * i + 5u]));
+  kat_out[4u * i] = w.x;
+  kat_out[4u * i + 1u] = w.y;
+  kat_out[4u * i + 2u] = w.z;
+  kat_out[4u * i + 3u] = w.w;
 }

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { add, attention, causalSelfAttention, concat, crossEntropy, dropout, embedding, gelu, mergeHeads, slice, splitHeads, layerNorm, linear, logSoftmax, loraLinear, matmul, mean, mse, mul, relu, reshape, rmsNorm, scale, silu, softmax, sub, sum, transpose } from '../../src/autograd/ops.js';
 import { dropoutMaskRef } from '../../src/kernels/random.ref.js';
-import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
+import { causalSoftmaxRef, crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
+import { loraForwardRef } from '../../src/kernels/lora.ref.js';
+import { trainableRef } from '../../src/kernels/maskedGrad.ref.js';
+import { normRef } from '../../src/kernels/norm.ref.js';
 import { backward, clearTape, findNonFinite, grad, noGrad, requiresGrad, setGradMask, tapeLength, zeroGrad } from '../../src/autograd/tape.js';
 import { GradMask } from '../../src/kernels/maskedGrad.js';
 import { TokenIds } from '../../src/kernels/embedding.js';
@@ -10,7 +13,7 @@ import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
 import { LoraLayer } from '../../src/kernels/lora.js';
 import { geluTanhRef } from '../../src/kernels/matmul.ref.js';
-import { AdamW } from '../../src/optim/optimizer.js';
+import { AdamW } from '../../src/kernels/optim.js';
 import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
 
 let ctx: GpuContext;
@@ -37,7 +40,16 @@ async function gradCheck(
   shapes: number[][],
   gpuOp: (xs: Tensor[]) => Tensor,
   cpuOp: (xs: Arr[]) => Arr,
-  opts: { positive?: boolean; tol?: number } = {},
+  opts: {
+    positive?: boolean;
+    /** atol = rtol for the gradients (default 1e-3), or atol alone where gradients are small. */
+    tol?: number;
+    atol?: number;
+    /** Check this many entries of each gradient (first, last, the rest spread at random), not all: for big shapes. */
+    sample?: number;
+    /** Per input, entries whose gradient must be exactly 0 (frozen) instead of the finite difference. */
+    frozen?: (ArrayLike<number> | null)[];
+  } = {},
 ): Promise<void> {
   const R = rng(name.length * 13 + shapes.length);
   const data = shapes.map((s) => Array.from(randomArray(s.reduce((a, b) => a * b, 1), R, opts.positive ? 0.2 : -1, 1), Math.fround));
@@ -53,7 +65,15 @@ async function gradCheck(
     l.dispose();
     for (let i = 0; i < xs.length; i++) {
       const g = await grad(xs[i]!)!.read();
-      const fd = data[i]!.map((_, j) => {
+      const n = data[i]!.length;
+      let idx = Array.from({ length: n }, (_, j) => j);
+      if (opts.sample && opts.sample < n) {
+        const pick = rng(n + i);
+        idx = [0, n - 1, ...Array.from({ length: opts.sample - 2 }, () => Math.floor(pick() * n))];
+      }
+      const frozen = opts.frozen?.[i];
+      const fd = idx.map((j) => {
+        if (frozen?.[j]) return 0;
         const h = 1e-5;
         const plus = data.map((d) => d.slice());
         const minus = data.map((d) => d.slice());
@@ -62,7 +82,8 @@ async function gradCheck(
         return (loss(plus) - loss(minus)) / (2 * h);
       });
       const tol = opts.tol ?? 1e-3;
-      expectClose(g, fd, { atol: tol, rtol: tol }, `${name}: d input ${i} vs finite differences`);
+      expectClose(idx.map((j) => g[j]!), fd, { atol: opts.atol ?? tol, rtol: tol }, `${name}: d input ${i} vs finite differences${idx.length < n ? ` (${idx.length} of ${n} entries)` : ''}`);
+      if (frozen) expect(Array.from(g).findIndex((v, j) => frozen[j] && v !== 0), `${name}: d input ${i} at a frozen entry`).toBe(-1);
     }
     zeroGrad(xs);
   });
@@ -201,40 +222,48 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
     );
   });
 
+  // Rows of 5 and of 150 columns (the 64-lane workgroup's strided loops run 3 times), one
+  // workgroup per row; the big shapes check a sample of each gradient's entries.
   it('softmax, logSoftmax, reshape', async () => {
-    await gradCheck('softmax', [[3, 5]], ([x]) => softmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, 5)));
-    await gradCheck('logSoftmax', [[3, 5]], ([x]) => logSoftmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, 5, true)));
+    for (const [R, C] of [[3, 5], [6, 150]] as const) {
+      const o = C > 64 ? { sample: 120, atol: 2e-5 } : {};
+      await gradCheck(`softmax ${R}x${C}`, [[R, C]], ([x]) => softmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, C)), o);
+      await gradCheck(`logSoftmax ${R}x${C}`, [[R, C]], ([x]) => logSoftmax(ctx, x!), ([x]) => Array.from(softmaxRef(x!, C, true)), o);
+    }
     await gradCheck('reshape', [[2, 6]], ([x]) => relu(ctx, reshape(ctx, x!, [3, 4])), ([x]) => x!.map((v) => Math.max(v, 0)));
   });
 
+  it('causal softmax alone, over [Z, T, T] scores: 3×3, and T = 70 (rows and columns past the workgroup)', async () => {
+    for (const [Z, T] of [[2, 3], [2, 70]] as const) {
+      const o = T > 64 ? { sample: 150, atol: 2e-5 } : {};
+      await gradCheck(`causal softmax ${Z}x${T}x${T}`, [[Z, T, T]], ([x]) => softmax(ctx, x!, { causal: true }), ([x]) => Array.from(causalSoftmaxRef(x!, T)), o);
+    }
+  });
+
   it('layerNorm (with and without β) and rmsNorm: dx, dγ, dβ', async () => {
-    const [R, C] = [3, 7];
-    const ln = (x: Arr, g: Arr, b: Arr | null, rms: boolean) => {
-      const out: Arr = [];
-      for (let r = 0; r < R; r++) {
-        const row = x.slice(r * C, r * C + C);
-        const mu = rms ? 0 : row.reduce((a, v) => a + v, 0) / C;
-        const v2 = row.reduce((a, v) => a + (v - mu) ** 2, 0) / C;
-        const rstd = 1 / Math.sqrt(v2 + (rms ? 1e-6 : 1e-5));
-        row.forEach((v, c) => out.push((v - mu) * rstd * g[c]! + (b ? b[c]! : 0)));
-      }
-      return out;
-    };
-    await gradCheck('layerNorm', [[R, C], [C], [C]], ([x, g, b]) => layerNorm(ctx, x!, g!, b), ([x, g, b]) => ln(x!, g!, b!, false), { tol: 2e-3 });
-    await gradCheck('layerNorm no beta', [[R, C], [C]], ([x, g]) => layerNorm(ctx, x!, g!), ([x, g]) => ln(x!, g!, null, false), { tol: 2e-3 });
-    await gradCheck('rmsNorm', [[R, C], [C]], ([x, g]) => rmsNorm(ctx, x!, g!), ([x, g]) => ln(x!, g!, null, true), { tol: 2e-3 });
+    // 7 columns, and 150 (dγ, dβ: one lane per column, so three workgroups).
+    for (const [R, C] of [[3, 7], [5, 150]] as const) {
+      const o = { tol: 2e-3, ...(C > 64 ? { sample: 150 } : {}) };
+      await gradCheck(`layerNorm ${R}x${C}`, [[R, C], [C], [C]], ([x, g, b]) => layerNorm(ctx, x!, g!, b), ([x, g, b]) => Array.from(normRef('layer', x!, g!, b!, C)), o);
+      await gradCheck(`layerNorm no beta ${R}x${C}`, [[R, C], [C]], ([x, g]) => layerNorm(ctx, x!, g!), ([x, g]) => Array.from(normRef('layer', x!, g!, null, C)), o);
+      await gradCheck(`rmsNorm ${R}x${C}`, [[R, C], [C]], ([x, g]) => rmsNorm(ctx, x!, g!), ([x, g]) => Array.from(normRef('rms', x!, g!, null, C)), o);
+    }
   });
 
   it('crossEntropy: labels with ignore-index and label smoothing, and soft targets', async () => {
-    const [R, C] = [5, 4];
-    const labels = [1, -100, 3, 0, 2];
-    const soft = Array.from({ length: R * C }, (_, i) => (i % C === i % 3 ? 0.7 : 0.1));
-    await ctx.scopeAsync(async () => {
-      const L = ctx.tensor(labels, [R]);
-      const S = ctx.tensor(soft, [R, C]);
-      await gradCheck('xent labels', [[R, C]], ([x]) => crossEntropy(ctx, x!, { labels: L }, { labelSmoothing: 0.1 }), ([x]) => [crossEntropyRef(x!, C, { labels }, { labelSmoothing: 0.1 })]);
-      await gradCheck('xent soft', [[R, C]], ([x]) => crossEntropy(ctx, x!, { soft: S }), ([x]) => [crossEntropyRef(x!, C, { soft })]);
-    });
+    // 5×4, and 70×130: xent_mean's lanes walk 70 rows, every row loop runs 3 times.
+    for (const [R, C] of [[5, 4], [70, 130]] as const) {
+      const pick = rng(R + C);
+      const labels = Array.from({ length: R }, (_, r) => (r % 4 === 1 ? -100 : Math.floor(pick() * C)));
+      const soft = Array.from({ length: R * C }, (_, i) => (i % C === i % 3 ? 0.7 : 0.1));
+      const o = C > 64 ? { sample: 150, atol: 1e-6 } : {};
+      await ctx.scopeAsync(async () => {
+        const L = ctx.tensor(labels, [R]);
+        const S = ctx.tensor(soft, [R, C]);
+        await gradCheck(`xent labels ${R}x${C}`, [[R, C]], ([x]) => crossEntropy(ctx, x!, { labels: L }, { labelSmoothing: 0.1 }), ([x]) => [crossEntropyRef(x!, C, { labels }, { labelSmoothing: 0.1 })], o);
+        await gradCheck(`xent soft ${R}x${C}`, [[R, C]], ([x]) => crossEntropy(ctx, x!, { soft: S }), ([x]) => [crossEntropyRef(x!, C, { soft })], o);
+      });
+    }
   });
 
   it('loraLinear: dx, dA, dB (W frozen, no dW)', async () => {
@@ -254,6 +283,44 @@ describe('gradient checks of every op (finite differences of an f64 reference)',
       );
       expect(grad(Wt)).toBeNull();
     });
+  });
+
+  it('loraLinear with dropout, bias, W stored [K,N] and x batched [2,3,K]: dx, dA, dB', async () => {
+    const [Bt, T, K, N, r, p, seed, offset] = [2, 3, 6, 5, 2, 0.3, 11, 4];
+    const M = Bt * T;
+    const R0 = rng(10);
+    const W = Array.from(randomArray(N * K, R0), Math.fround); // [N,K]
+    const bias = Array.from(randomArray(N, R0), Math.fround);
+    const Wkn = Array.from({ length: K * N }, (_, i) => W[(i % N) * K + Math.floor(i / N)]!); // [K,N]
+    const keep = dropoutMaskRef(M * K, seed, offset, p);
+    expect(keep.some((v) => v === 0) && keep.some((v) => v === 1)).toBe(true); // the mask drops some, keeps some
+    await ctx.scopeAsync(async () => {
+      const Wt = ctx.tensor(Wkn, [K, N], 'f32', 'W [K,N]');
+      const b = ctx.tensor(bias, [N], 'f32', 'bias');
+      await gradCheck(
+        'loraLinear dropout bias KN batched',
+        [[Bt, T, K], [r, K], [N, r]],
+        ([x, A, B]) => loraLinear(ctx, x!, new LoraLayer(ctx, { W: Wt, wLayout: 'KN', bias: b, A: A!, B: B!, rank: r, alpha: 4, dropout: p }), { seed, offset }),
+        ([x, A, B]) => Array.from(loraForwardRef({ x: x!, W, bias, A: A!, B: B!, M, N, K, r, s: 2, keep, p }).y),
+      );
+      expect(grad(Wt)).toBeNull();
+    });
+  });
+
+  it('linear with a partly frozen weight (setGradMask): dW is the finite difference on trainable entries and exactly 0 on frozen ones; dx and db as usual', async () => {
+    const [M, K, N] = [4, 6, 5];
+    for (const spec of [{ rows: [[1, 3]] as [number, number][] }, { elements: Array.from({ length: N * K }, (_, i) => (i % 3 === 0 ? 1 : 0)) }]) {
+      const mask = new GradMask(ctx, [N, K], spec);
+      const frozen = trainableRef(spec, N, K).map((t) => 1 - t);
+      await gradCheck(
+        `masked linear ${Object.keys(spec)[0]}`,
+        [[M, K], [N, K], [N]],
+        ([x, W, b]) => linear(ctx, x!, setGradMask(W!, mask), b),
+        ([x, W, b]) => mm(x!, W!, M, N, K, false, true).map((v, i) => v + b![i % N]!),
+        { frozen: [null, frozen, null] },
+      );
+      mask.dispose();
+    }
   });
 });
 

@@ -194,7 +194,23 @@ describe('elementwise kernels against the f64 reference', () => {
     });
   });
 
-  it('chunks several elements per invocation on CPU adapters', () => {
-    expect(elementsPerInvocation(ctx)).toBe(ctx.caps.software ? 32 : 4);
+  it('each lane fills elementsPerInvocation elements: the dispatch the profiler saw covers n exactly once', async () => {
+    const per = elementsPerInvocation(ctx);
+    for (const n of [1, 256 * per, 256 * per + 1, 65537]) {
+      await ctx.scopeAsync(async () => {
+        const t = ctx.empty([n]);
+        const prof = await ctx.profile(() => void fill(ctx, t, 3));
+        expect(Array.from(await t.read()).every((v) => v === 3), `fill n=${n}`).toBe(true);
+        if (!ctx.caps.timestampQuery) {
+          console.log('elementwise: no timestamp-query, so no profile of the dispatch on this adapter');
+          expect(prof).toBeNull();
+          return;
+        }
+        expect(prof!.map((p) => p.kernel)).toEqual(['elementwise.wgsl:fill']);
+        // 256 lanes per workgroup (the WGSL's workgroup size), `per` elements each.
+        const [wx, wy, wz] = prof![0]!.workgroups;
+        expect(wx * wy * wz, `fill n=${n}: workgroups`).toBe(Math.ceil(n / (256 * per)));
+      });
+    }
   });
 });

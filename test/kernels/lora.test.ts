@@ -6,6 +6,7 @@ import { initLora, LORA_DOWN_MAX_RANK, LoraLayer, loraBackward, loraBGrad, loraD
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
 import { loraForwardRef, loraGradsRef, loraMergeRef, type LoraRefProblem } from '../../src/kernels/lora.ref.js';
 import { dropoutMaskRef, uniformRef } from '../../src/kernels/random.ref.js';
+import { expectF16Chain, halfArray } from '../f16.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
 let ctx: GpuContext;
@@ -94,6 +95,59 @@ describe('LoRA layer against the f64 reference', () => {
       });
     });
   }
+
+  it('f16 storage: forward and every gradient within the bound of f32 arithmetic through f16 intermediates', async () => {
+    if (!ctx.caps.f16) {
+      console.log('lora: the adapter has no shader-f16; f16 storage refused');
+      expect(() => ctx.empty([4], 'f16')).toThrow(/shader-f16/);
+      return;
+    }
+    const f16Shapes: Shape[] = [
+      { M: 12, N: 64, K: 48, r: 8, batch: 3, bias: true },
+      { M: 7, N: 13, K: 31, r: 4, kn: true },
+      { M: 9, N: 20, K: 24, r: 17 }, // r > 16: the matmul fallbacks
+    ];
+    for (const sh of f16Shapes) {
+      const R = rng(sh.M * 7 + sh.r);
+      // Exact f16 inputs, |W|, |A|, |B| < 1 (halfArray gives |v| in [1/16, 2)).
+      const h = (n: number, scale = 1) => halfArray(n, R).map((v) => v * scale);
+      const alpha = 2 * sh.r;
+      const q: LoraRefProblem = {
+        M: sh.M, N: sh.N, K: sh.K, r: sh.r, s: loraScale(alpha, sh.r),
+        x: h(sh.M * sh.K), W: h(sh.N * sh.K, 0.5), bias: sh.bias ? h(sh.N) : undefined, A: h(sh.r * sh.K, 0.5), B: h(sh.N * sh.r, 0.5),
+      };
+      const dyData = h(sh.M * sh.N);
+      const abs = (v?: ArrayLike<number>) => (v ? Array.from(v, Math.abs) : undefined);
+      const qAbs: LoraRefProblem = { ...q, x: abs(q.x)!, W: abs(q.W)!, bias: abs(q.bias), A: abs(q.A)!, B: abs(q.B)!, s: Math.abs(q.s) };
+      const want = loraForwardRef(q);
+      const grads = loraGradsRef(q, dyData);
+      const magY = loraForwardRef(qAbs).y;
+      const magG = loraGradsRef(qAbs, abs(dyData)!);
+      const maxAbs = (v: ArrayLike<number>) => Math.max(...Array.from(v, Math.abs));
+      const { M, N, K, r, s } = q;
+      const what = `f16 ${JSON.stringify(sh)}`;
+      await ctx.scopeAsync(async () => {
+        const xShape = sh.batch ? [sh.batch, M / sh.batch, K] : [M, K];
+        const W = ctx.tensor(q.W, [N, K], 'f16');
+        const layer = new LoraLayer(ctx, {
+          ...(sh.kn ? { W: transpose(ctx, W), wLayout: 'KN' as const } : { W }),
+          bias: q.bias ? ctx.tensor(q.bias, [N], 'f16') : undefined,
+          A: ctx.tensor(q.A, [r, K], 'f16'),
+          B: ctx.tensor(q.B, [N, r], 'f16'),
+          rank: r,
+          alpha,
+        });
+        const { y, saved } = loraForward(ctx, layer, ctx.tensor(q.x, xShape, 'f16'));
+        // y: u = x·Aᵀ is stored in f16 (one intermediate rounding), then x·Wᵀ + b + s·u·Bᵀ in f32.
+        expectF16Chain(await y.read(), want.y, magY, { f32Roundings: 2 * K + r + 4, f16Roundings: 1, flushWeight: s * r * maxAbs(q.B) }, `${what} y`);
+        const g = loraBackward(ctx, layer, saved!, ctx.tensor(dyData, y.shape, 'f16'), { needDx: true });
+        // dB = s·dyᵀ·u (u in f16); du = s·dy·B stored in f16, then dA = duᵀ·x and dx = dy·W + du·A.
+        expectF16Chain(await g.dB.read(), grads.dB, magG.dB, { f32Roundings: K + M + 4, f16Roundings: 1, flushWeight: s * M * maxAbs(dyData) }, `${what} dB`);
+        expectF16Chain(await g.dA.read(), grads.dA, magG.dA, { f32Roundings: N + M + 4, f16Roundings: 1, flushWeight: M * maxAbs(q.x) }, `${what} dA`);
+        expectF16Chain(await g.dx!.read(), grads.dx, magG.dx, { f32Roundings: 2 * N + r + 4, f16Roundings: 1, flushWeight: r * maxAbs(q.A) }, `${what} dx`);
+      });
+    }
+  }, 600_000);
 
   it('the skinny u = x·Aᵀ kernel (r ≤ 16) and its matmul fallback (r > 16) match the reference', async () => {
     for (const [M, K, r] of [[1, 1, 1], [9, 70, 5], [33, 257, 16], [10, 40, 17], [64, 1024, 8]] as const) {
@@ -232,11 +286,24 @@ describe('LoRA layer against the f64 reference', () => {
   });
   }
 
-  it('picks lora_merge tilings per adapter and refuses bad ones', () => {
-    const t = loraMergeTiling(ctx, 8);
-    if (ctx.caps.software) expect(t).toEqual({ vec4sPerLane: 4, rowsPerWorkgroup: 128 });
-    else expect(t).toEqual({ vec4sPerLane: 1, rowsPerWorkgroup: 8 });
-    expect(loraMergeTiling(ctx, 16).vec4sPerLane * 16).toBeLessThanOrEqual(64);
+  it('merges with the tiling it picks for the adapter (the dispatch, read from the profiler) and refuses bad ones', async () => {
+    // W [300, 1040], r = 8: 260 vec4 columns, 64 lanes per workgroup.
+    const [N, K, r] = [300, 1040, 8];
+    const t = loraMergeTiling(ctx, r);
+    expect(t.vec4sPerLane * r).toBeLessThanOrEqual(64); // lora_merge keeps vec4sPerLane·r values of A per lane
+    await ctx.scopeAsync(async () => {
+      const q = problem({ M: 1, N, K, r }, 8);
+      const layer = new LoraLayer(ctx, { W: ctx.tensor(q.W, [N, K]), A: ctx.tensor(q.A, [r, K]), B: ctx.tensor(q.B, [N, r]), rank: r, alpha: q.alpha });
+      const prof = await ctx.profile(() => loraMerge(ctx, layer));
+      expectClose(await layer.W.read(), loraMergeRef(q.W, q.A, q.B, N, K, r, q.s), { atol: 1e-6, rtol: 1e-5 }, 'merged W');
+      if (!ctx.caps.timestampQuery) {
+        console.log('lora: no timestamp-query, so no profile of the merge dispatch on this adapter');
+        expect(prof).toBeNull();
+        return;
+      }
+      expect(prof!.map((p) => p.kernel)).toEqual(['lora.wgsl:lora_merge']);
+      expect(prof![0]!.workgroups).toEqual([Math.ceil(K / 4 / (64 * t.vec4sPerLane)), Math.ceil(N / t.rowsPerWorkgroup), 1]);
+    });
     ctx.scope(() => {
       const layer = new LoraLayer(ctx, { W: ctx.empty([8, 8]), rank: 8, alpha: 8 });
       expect(() => loraMerge(ctx, layer, { tiling: { vec4sPerLane: 9, rowsPerWorkgroup: 8 } })).toThrow(
@@ -244,7 +311,7 @@ describe('LoRA layer against the f64 reference', () => {
       );
       expect(layer.merged).toBe(false);
     });
-  });
+  }, 600_000);
 
   it("wLayout 'auto' takes a torch-layout W and stores it as this adapter runs fastest", async () => {
     const sh = { M: 5, N: 12, K: 8, r: 2 };

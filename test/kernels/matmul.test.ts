@@ -2,7 +2,6 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import type { DType } from '../../src/gpu/kernel.js';
-import { roundHalf } from '../../src/gpu/half.js';
 import {
   type Activation,
   matmul,
@@ -16,6 +15,7 @@ import {
   transposedBPlans,
 } from '../../src/kernels/matmul.js';
 import { matmulRef } from '../../src/kernels/matmul.ref.js';
+import { expectF16Product, halfArray } from '../f16.js';
 import { expectClose, randomArray, rng, TOL } from '../helpers.js';
 import { testContext } from '../helpers.js';
 
@@ -46,16 +46,19 @@ function versionsFor(N: number, transB: boolean): MatmulVersion[] {
   return matmulVersions(ctx, N, transB);
 }
 
-/** Run one case on the GPU and compare with the f64 reference (inputs rounded to the storage dtype). */
+/**
+ * Run one case on the GPU and compare with the f64 reference on the very values the GPU holds
+ * (f32 values, or exact f16 values built by `halfArray`).
+ */
 async function check(c: Case, seed: number): Promise<void> {
   const r = rng(seed);
-  const round = c.dtype === 'f16' ? roundHalf : (v: number) => Math.fround(v);
+  const data = (n: number) => (c.dtype === 'f16' ? halfArray(n, r) : Array.from(randomArray(n, r), Math.fround));
   const batch = Math.max(c.batchA, c.batchB, 1);
   const batched = c.batchA > 0 || c.batchB > 0;
-  const a = Array.from(randomArray(Math.max(c.batchA, 1) * c.M * c.K, r), round);
-  const b = Array.from(randomArray(Math.max(c.batchB, 1) * c.K * c.N, r), round);
-  const bias = c.bias ? Array.from(randomArray(c.N, r), round) : undefined;
-  const c0 = c.beta !== 0 ? Array.from(randomArray(batch * c.M * c.N, r), round) : undefined;
+  const a = data(Math.max(c.batchA, 1) * c.M * c.K);
+  const b = data(Math.max(c.batchB, 1) * c.K * c.N);
+  const bias = c.bias ? data(c.N) : undefined;
+  const c0 = c.beta !== 0 ? data(batch * c.M * c.N) : undefined;
   const aShape = c.transA ? [c.K, c.M] : [c.M, c.K];
   const bShape = c.transB ? [c.N, c.K] : [c.K, c.N];
   await ctx.scopeAsync(async () => {
@@ -75,11 +78,7 @@ async function check(c: Case, seed: number): Promise<void> {
     });
     expect(C.shape).toEqual(batched ? [batch, c.M, c.N] : [c.M, c.N]);
     const got = await C.read();
-    const want = matmulRef({
-      a,
-      b,
-      c: c0,
-      bias,
+    const problem = {
       M: c.M,
       N: c.N,
       K: c.K,
@@ -88,12 +87,17 @@ async function check(c: Case, seed: number): Promise<void> {
       strideB: c.batchB > 1 ? c.K * c.N : 0,
       transA: c.transA,
       transB: c.transB,
-      alpha: c.alpha,
-      beta: c.beta,
-      activation: c.activation,
-    });
+    };
+    const want = matmulRef({ ...problem, a, b, c: c0, bias, alpha: c.alpha, beta: c.beta, activation: c.activation });
+    if (c.dtype === 'f16') {
+      // The magnitude |α|·Σ|a·b| + |β·c| + |bias| that f32 rounding errors scale with.
+      const abs = (v?: number[]) => v?.map(Math.abs);
+      const mag = matmulRef({ ...problem, a: abs(a)!, b: abs(b)!, c: abs(c0), bias: abs(bias), alpha: Math.abs(c.alpha), beta: Math.abs(c.beta) });
+      expectF16Product(got, want, mag, { roundings: c.K + 2, activation: c.activation }, `matmul ${JSON.stringify(c)}`);
+      return;
+    }
     // The error of a K-term dot product grows with K; scale atol by sqrt(K).
-    const base = TOL[c.dtype];
+    const base = TOL.f32;
     const tol = { atol: base.atol * Math.sqrt(c.K) * 2, rtol: base.rtol };
     expectClose(got, want, tol, `matmul ${JSON.stringify(c)}`);
   });
@@ -276,6 +280,42 @@ describe('matmul edge shapes, every version and op(A)/op(B)', () => {
     expect(matmulVersions(fake(false, 0), 1024, false)).not.toContain('regblock4sg');
     expect(() => matmul(fake(true, 4), ctx.empty([2, 4]), ctx.empty([4, 4]), { version: 'regblock4sg' })).toThrow(/regblock4sg needs the subgroups feature with subgroups of >= 8 lanes \(this device: subgroups of 4\.\.4 lanes\)/);
   });
+});
+
+describe('matmul f16 storage, f32 accumulation, every version', () => {
+  // Checked against the bound of f16 storage with f32 accumulation (test/f16.ts): an
+  // f16 accumulator, or a K term left out, lands far outside it.
+  const shapes: [number, number, number][] = [
+    [1, 1, 1],
+    [7, 13, 31],
+    [17, 64, 19],
+    [65, 36, 129],
+    [3, 8, 4099], // large K: f32 accumulation error near its bound's γ_K term
+  ];
+  for (const [M, N, K] of shapes) {
+    it(`${M}x${N}x${K}, op(A)/op(B) in all four combinations`, async () => {
+      if (!ctx.caps.f16) {
+        console.log('matmul: the adapter has no shader-f16; f16 storage refused');
+        expect(() => ctx.empty([4], 'f16')).toThrow(/shader-f16/);
+        return;
+      }
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          for (const version of versionsFor(N, transB)) {
+            await check({ ...plain, dtype: 'f16', M, N, K, transA, transB, version }, M * 7 + N + K);
+          }
+        }
+      }
+    }, 600_000);
+  }
+
+  it('with α, β·C, bias and gelu in the epilogue', async () => {
+    if (!ctx.caps.f16) return void expect(() => ctx.empty([4], 'f16')).toThrow(/shader-f16/);
+    // gelu only: its path goes through every epilogue step (relu is exact; the random problems run it).
+    for (const version of versionsFor(72, false)) {
+      await check({ ...plain, dtype: 'f16', M: 21, N: 72, K: 45, transA: false, transB: false, version, bias: true, activation: 'gelu', alpha: 0.5, beta: -0.75 }, 9);
+    }
+  }, 600_000);
 });
 
 describe('matmul random shapes (fast-check)', () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
-import { crossEntropy, logSoftmax, softmax } from '../../src/kernels/softmax.js';
-import { crossEntropyRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
+import { crossEntropy, crossEntropyBackward, logSoftmax, logSoftmaxBackward, softmax, softmaxBackward } from '../../src/kernels/softmax.js';
+import { causalSoftmaxRef, crossEntropyGradRef, crossEntropyRef, softmaxBackwardRef, softmaxRef } from '../../src/kernels/softmax.ref.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 
 let ctx: GpuContext;
@@ -26,12 +26,7 @@ describe('softmax family against the f64 reference', () => {
   it('causal softmax over [..., T, T] scores: row t sees columns 0..t', async () => {
     for (const [Z, T] of [[1, 1], [3, 37], [2, 130]] as const) {
       const x = Array.from(randomArray(Z * T * T, rng(T)), Math.fround);
-      const want = new Float64Array(Z * T * T);
-      for (let r = 0; r < Z * T; r++) {
-        const t = r % T;
-        const row = softmaxRef(x.slice(r * T, r * T + t + 1), t + 1);
-        want.set(row, r * T);
-      }
+      const want = causalSoftmaxRef(x, T);
       const got = await ctx.scopeAsync(() => softmax(ctx, ctx.tensor(x, [Z, T, T]), undefined, { causal: true }).read());
       expectClose(got, want, { atol: 1e-6, rtol: 1e-4 }, `causal softmax ${Z}x${T}x${T}`);
     }
@@ -62,5 +57,52 @@ describe('softmax family against the f64 reference', () => {
       expect(() => crossEntropy(ctx, X, { labels: ctx.empty([4]) })).toThrow('crossEntropy: labels has 4 entries, expected one per row (9)');
       expect(() => crossEntropy(ctx, X, { labels: L }, { labelSmoothing: 2 })).toThrow(/labelSmoothing = 2/);
     });
+  });
+
+  // Rows past the 64-lane workgroup (the strided loops run up to 16 times) and many rows (a
+  // workgroup each; xent_mean's lanes walk 70 rows).
+  const WIDE = [[1, 1], [3, 7], [70, 65], [5, 1000]] as const;
+
+  it('softmax and log-softmax backward against the analytic f64 gradients', async () => {
+    for (const [R, C] of WIDE) {
+      const x = Array.from(randomArray(R * C, rng(R + 2 * C), -4, 4), Math.fround);
+      const dy = Array.from(randomArray(R * C, rng(R * C)), Math.fround);
+      await ctx.scopeAsync(async () => {
+        const X = ctx.tensor(x, [R, C]);
+        const DY = ctx.tensor(dy, [R, C]);
+        const tol = { atol: 2e-7 * Math.sqrt(C), rtol: 1e-4 };
+        expectClose(await softmaxBackward(ctx, softmax(ctx, X), DY).read(), softmaxBackwardRef(x, dy, C), tol, `softmaxBackward ${R}x${C}`);
+        const ltol = { atol: 2e-6 * Math.sqrt(C), rtol: 1e-4 };
+        expectClose(await logSoftmaxBackward(ctx, logSoftmax(ctx, X), DY).read(), softmaxBackwardRef(x, dy, C, true), ltol, `logSoftmaxBackward ${R}x${C}`);
+      });
+    }
+  });
+
+  it('cross-entropy forward and backward over wide and many rows: labels with ignore-index and smoothing, soft targets', async () => {
+    for (const [R, C] of WIDE) {
+      const R0 = rng(R * 3 + C);
+      const x = Array.from(randomArray(R * C, R0, -4, 4), Math.fround);
+      // Every third row ignored (none when there is one row).
+      const labels = Array.from({ length: R }, (_, r) => (R > 1 && r % 3 === 1 ? -100 : Math.floor(R0() * C)));
+      const soft = Array.from(randomArray(R * C, R0, 0, 1), Math.fround); // need not sum to 1
+      const g = -1.75;
+      await ctx.scopeAsync(async () => {
+        const X = ctx.tensor(x, [R, C]);
+        const dLoss = ctx.tensor([g], [1]);
+        for (const [name, target, ref] of [
+          ['labels', { labels: ctx.tensor(labels, [R]) }, { labels }],
+          ['soft', { soft: ctx.tensor(soft, [R, C]) }, { soft }],
+        ] as const) {
+          const opts = { labelSmoothing: 0.1 };
+          const { loss, saved } = crossEntropy(ctx, X, target, opts);
+          expectClose(await loss.read(), [crossEntropyRef(x, C, ref, opts)], { atol: 1e-5, rtol: 1e-5 }, `${name} loss ${R}x${C}`);
+          const dx = crossEntropyBackward(ctx, X, saved, dLoss);
+          // (Σq)·softmax − q cancels: soft rows of 1000 columns have Σq ≈ 500, each term ≈ q.
+          expectClose(await dx.read(), crossEntropyGradRef(x, C, ref, opts, g), { atol: 1e-6, rtol: 1e-4 }, `${name} d logits ${R}x${C}`);
+          saved.lse.dispose();
+          saved.stats.dispose();
+        }
+      });
+    }
   });
 });

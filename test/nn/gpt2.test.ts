@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError, SizeLimitError } from '../../src/gpu/errors.js';
 import { backward, grad, gradInfo, noGrad, zeroGrad } from '../../src/autograd/tape.js';
-import { AdamW } from '../../src/optim/optimizer.js';
+import { AdamW } from '../../src/kernels/optim.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel, gpt2Config } from '../../src/nn/gpt2.js';
 import { generate, sampleToken } from '../../src/nn/generate.js';
 import { Linear, Sequential, GELU, Conv1D } from '../../src/nn/layers.js';

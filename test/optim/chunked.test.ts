@@ -14,8 +14,8 @@ import { flatten, flattenChunks, lerp, lerpInPlace, unflatten } from '../../src/
 import { type FreezeSpec, GradMask, maskedGrad, maskedGradRowBlocks } from '../../src/kernels/maskedGrad.js';
 import { sumSquares, sumSquaresMany } from '../../src/kernels/reduce.js';
 import { ParamArena } from '../../src/optim/arena.js';
-import { AdamW, type ParamGroup, SGD } from '../../src/optim/optimizer.js';
-import { adamwRef, clipFactorRef, refGroup, sgdRef } from '../../src/optim/optimizer.ref.js';
+import { AdamW, type ParamGroup, SGD } from '../../src/kernels/optim.js';
+import { adamwRef, clipFactorRef, refGroup, sgdRef } from '../../src/kernels/optim.ref.js';
 import { expectClose, randomArray, rng, testContext, TOL } from '../helpers.js';
 
 let ctx: GpuContext;

@@ -7,7 +7,7 @@ import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, DisposedError } from '../../src/gpu/errors.js';
 import { GradMask, maskedGrad } from '../../src/kernels/maskedGrad.js';
 import { ParamArena } from '../../src/optim/arena.js';
-import { AdamW, type ParamGroup, SGD } from '../../src/optim/optimizer.js';
+import { AdamW, type ParamGroup, SGD } from '../../src/kernels/optim.js';
 import { randomArray, rng, testContext } from '../helpers.js';
 
 let ctx: GpuContext;

@@ -14,8 +14,8 @@ import { flatten, flattenChunks, lerp, lerpInPlace, unflatten } from '../../src/
 import { GradMask, maskedGradRowBlocks } from '../../src/kernels/maskedGrad.js';
 import { sumSquares } from '../../src/kernels/reduce.js';
 import { ParamArena } from '../../src/optim/arena.js';
-import { AdamW } from '../../src/optim/optimizer.js';
-import { adamwRef, refGroup } from '../../src/optim/optimizer.ref.js';
+import { AdamW } from '../../src/kernels/optim.js';
+import { adamwRef, refGroup } from '../../src/kernels/optim.ref.js';
 import { randomArray, rng, testContext } from '../helpers.js';
 
 let ctx: GpuContext;

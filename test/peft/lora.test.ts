@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError, ShapeError } from '../../src/gpu/errors.js';
 import { backward, grad, noGrad, zeroGrad } from '../../src/autograd/tape.js';
-import { AdamW } from '../../src/optim/optimizer.js';
+import { AdamW } from '../../src/kernels/optim.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel, gpt2Config } from '../../src/nn/gpt2.js';
 import { adapterConfigJson, loraConfig } from '../../src/peft/config.js';
 import { getPeftModel, LoraWrapper, planLora } from '../../src/peft/lora.js';

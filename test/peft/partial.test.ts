@@ -7,7 +7,7 @@ import type { GpuContext } from '../../src/gpu/context.js';
 import { ArgumentError } from '../../src/gpu/errors.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
 import { backward, grad, gradInfo, noGrad, zeroGrad } from '../../src/autograd/tape.js';
-import { AdamW, type ParamGroup } from '../../src/optim/optimizer.js';
+import { AdamW, type ParamGroup } from '../../src/kernels/optim.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel, gpt2Config } from '../../src/nn/gpt2.js';
 import type { Module } from '../../src/nn/module.js';
 import { addBottleneckAdapters } from '../../src/peft/bottleneck.js';

@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
 import { backward, grad, noGrad, zeroGrad } from '../../src/autograd/tape.js';
-import { AdamW } from '../../src/optim/optimizer.js';
+import { AdamW } from '../../src/kernels/optim.js';
 import type { GPT2ForSequenceClassification, GPT2LMHeadModel } from '../../src/nn/gpt2.js';
 import { freeze, optimizerGroups } from '../../src/peft/freeze.js';
 import type { PeftModel } from '../../src/peft/lora.js';
@@ -123,7 +123,7 @@ async function trainSteps(
   loss: (step: number) => Tensor,
   steps: number,
   opt: { lr: number; weightDecay: number },
-  groups?: import('../../src/optim/optimizer.js').ParamGroup[],
+  groups?: import('../../src/kernels/optim.js').ParamGroup[],
 ): Promise<{ losses: number[]; grads0: Map<string, Float32Array> }> {
   const tensors = params.map(([, t]) => t);
   const adam = new AdamW(ctx, groups ?? tensors.map((p) => ({ params: p })), { lr: opt.lr, weightDecay: opt.weightDecay, betas: [0.9, 0.999], eps: 1e-8 });

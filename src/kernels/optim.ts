@@ -16,11 +16,11 @@ import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, DTypeError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
-import { full } from '../kernels/elementwise.js';
-import { sumSquaresMany } from '../kernels/reduce.js';
-import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from '../kernels/util.js';
+import { full } from './elementwise.js';
+import { sumSquaresMany } from './reduce.js';
+import { checkFinite as finite, grid2d, unusedU32, uploadU32 } from './util.js';
 import { wgsl } from '../wgsl/sources.js';
-import { arenaOfChunk } from './arena.js';
+import { arenaOfChunk } from '../optim/arena.js';
 
 export interface ParamGroup {
   /** Parameters, f32 (any tensor, or a window of a ParamArena), updated in place. */
@@ -54,9 +54,17 @@ function optimModule(): KernelModule {
   return KernelModule.get('optim.wgsl', wgsl.optim);
 }
 
-/** Copy `src`'s data to byte `dstByte` of `dst` (encoded in order with the kernels). */
-function copyInto(ctx: GpuContext, src: Tensor, dst: Tensor, dstByte: number): void {
-  ctx.encoder().copyBufferToBuffer(src.buffer(), src.byteOffset, dst.buffer(), dst.byteOffset + dstByte, Math.ceil(src.byteLength / 4) * 4);
+/** Elements per workgroup of both optim.wgsl entries (one per lane): the grid and the arena's group table are per workgroup. */
+function optimLanes(): number {
+  const [a] = optimModule().workgroupSize('adamw_step');
+  const [s] = optimModule().workgroupSize('sgd_step');
+  if (a !== s) throw new ArgumentError(`optim.wgsl: adamw_step has ${a} lanes and sgd_step ${s}; the arena's group table needs one workgroup size`);
+  return a;
+}
+
+/** Copy `src`'s data to byte `dstByte` of `dst` (checked by ctx.copy, encoded in order with the kernels). */
+function copyInto(ctx: GpuContext, src: Tensor, dst: Tensor, dstByte: number, op: string): void {
+  ctx.copy(src, dst, { dstOffset: dstByte, op });
 }
 
 /**
@@ -162,12 +170,13 @@ abstract class Optimizer {
     const groups = this.groups.flatMap((g, i) => (g.params.parent === storage ? [i] : []));
     const state = Array.from({ length: stateSlots }, (_, k) => ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.state${k}`)));
     const grads = ctx.keep(full(ctx, [storage.size], 0, 'f32', `${name}.grads`));
-    // Groups in order of their start, then each 256-element workgroup's first group (the
+    // Groups in order of their start, then each workgroup's first group (the
     // first that ends past the workgroup's start), so a lane's lookup is a short scan.
     const order = groups
       .map((i) => ({ g: this.groups[i]!, start: (this.groups[i]!.params.byteOffset - storage.byteOffset) / 4 }))
       .sort((a, b) => a.start - b.start);
-    const wgs = Math.ceil(storage.size / 256);
+    const lanes = optimLanes();
+    const wgs = Math.ceil(storage.size / lanes);
     const table = new Uint32Array(4 * order.length + wgs);
     const bits = new Float32Array(table.buffer);
     order.forEach(({ g, start }, k) => {
@@ -177,7 +186,7 @@ abstract class Optimizer {
     });
     let k = 0;
     for (let w = 0; w < wgs; w++) {
-      while (k < order.length && order[k]!.start + order[k]!.g.params.size <= 256 * w) k++;
+      while (k < order.length && order[k]!.start + order[k]!.g.params.size <= lanes * w) k++;
       table[4 * order.length + w] = k;
     }
     return { storage, groups, state, grads, table: uploadU32(ctx, table, `${name} groups`) };
@@ -245,11 +254,11 @@ abstract class Optimizer {
         },
         params: { ...base, ngroups, n: p.size, lr, weightDecay },
         constants: { ...constants, CLIP: this.norm !== null, ARENA: this.parts !== null },
-        workgroups: grid2d(this.ctx, Math.ceil(p.size / 256), this.name),
+        workgroups: grid2d(this.ctx, Math.ceil(p.size / optimLanes()), this.name),
       });
     if (this.parts) {
       for (const part of this.parts) {
-        for (const i of part.groups) copyInto(this.ctx, grads[i]!, part.grads, this.groups[i]!.params.byteOffset - part.storage.byteOffset);
+        for (const i of part.groups) copyInto(this.ctx, grads[i]!, part.grads, this.groups[i]!.params.byteOffset - part.storage.byteOffset, `${this.name}: grads[${i}]`);
       }
       // The norm covers every chunk before any is updated.
       this.encodeNorm(this.parts.map((part) => part.grads));

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { ParamArena } from '../../src/optim/arena.js';
-import { AdamW, type ParamGroup, schedules, SGD } from '../../src/optim/optimizer.js';
-import { adamwRef, clipFactorRef, refGroup, sgdRef } from '../../src/optim/optimizer.ref.js';
+import { AdamW, type ParamGroup, schedules, SGD } from '../../src/kernels/optim.js';
+import { adamwRef, clipFactorRef, refGroup, sgdRef } from '../../src/kernels/optim.ref.js';
 import { type Tensor, windowAlignment } from '../../src/gpu/tensor.js';
 import { expectClose, randomArray, rng, testContext } from '../helpers.js';
 import { loraTrainingInit, trainLora } from '../loraTraining.js';

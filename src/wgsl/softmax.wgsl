@@ -1,4 +1,4 @@
-// softmax_xent.wgsl — row-wise softmax (optionally causal, for attention scores), log-softmax
+// softmax.wgsl — row-wise softmax (optionally causal, for attention scores), log-softmax
 // and a fused softmax cross-entropy over the last axis of x viewed as [R, C]. One workgroup per row (2-D grid for many rows); every
 // reduction (max, Σexp, Σ) is a lane-strided loop then a tree in workgroup memory, in f32.
 //
@@ -10,6 +10,11 @@
 //   loss = Σ_r loss_r / (number of counted rows)               (xent_rows, then xent_mean)
 //   dx_rc = g · ((Σ q_r)·softmax(x_r)_c − q_rc) / count, 0 for ignored rows   (xent_backward)
 // xent_rows also stores logΣexp per row (lse) for backward, and xent_mean the count.
+// Labels are checked on the GPU: a label that is neither ignoreIndex nor an integer in [0, C)
+// (negative, too large, fractional, NaN) counts for nothing, and xent_rows records the first
+// such row in the device-check slot `check` (word 0: 0xffffffff − row by atomicMax, so the
+// smallest row wins; xent_mean then stores the label's bits in word 1). The runtime turns a
+// recorded row into an ArgumentError at the next sync()/read(), with no readback in the step.
 struct Params {
   rows: u32,
   cols: u32,
@@ -17,6 +22,8 @@ struct Params {
   smoothing: f32,
   // CAUSAL softmax: row r is query position r % period and sees columns 0..=(r % period).
   period: u32,
+  // The device-check slot of this cross-entropy (xent_rows, xent_mean).
+  check: u32,
 }
 
 const WG = 64u;
@@ -32,6 +39,7 @@ override CAUSAL: bool = false;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(8) var<uniform> params: Params;
+@group(0) @binding(9) var<storage, read_write> checks: array<atomic<u32>>;
 
 var<workgroup> red: array<f32, WG>;
 
@@ -113,9 +121,15 @@ fn log_softmax_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_work
   for (var c = li; c < params.cols; c += WG) { out[base + c] = dy[base + c] - exp(y[base + c]) * s; }
 }
 
+// A class index in [0, cols), or ignoreIndex.
+fn label_valid(row: u32) -> bool {
+  let v = labels[row];
+  return v == params.ignoreIndex || (v >= 0.0 && v < f32(params.cols) && v == floor(v));
+}
+
 fn counted(row: u32) -> bool {
   if (SOFT) { return true; }
-  return labels[row] != params.ignoreIndex;
+  return labels[row] != params.ignoreIndex && label_valid(row);
 }
 
 // q_rc: the smoothed target.
@@ -144,6 +158,7 @@ fn xent_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
   if (li == 0u && r < params.rows) {
     lse[row] = l;
     out[row] = select(0.0, sq * l - s, counted(row));
+    if (!SOFT && !label_valid(row)) { atomicMax(&checks[2u * params.check], 0xffffffffu - row); }
   }
 }
 
@@ -161,6 +176,10 @@ fn xent_mean(@builtin(local_invocation_index) li: u32) {
   if (li == 0u) {
     out[0] = s / max(n, 1.0);
     out[1] = n;
+    // The bad label's value, for the error message (xent_rows ran before this dispatch).
+    let code = atomicLoad(&checks[2u * params.check]);
+    let bad = 0xffffffffu - code;
+    if (!SOFT && code != 0u && bad < params.rows) { atomicStore(&checks[2u * params.check + 1u], bitcast<u32>(labels[bad])); }
   }
 }
 
