@@ -478,7 +478,7 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> extends Adapte
       for (const [msw, copy] of copies) {
         const src = msw.original.namedParameters();
         const dst = copy.namedParameters();
-        src.forEach(([, t], i) => ctx.encoder().copyBufferToBuffer(t.buffer(), t.byteOffset, dst[i]![1].buffer(), dst[i]![1].byteOffset, t.byteLength));
+        src.forEach(([, t], i) => ctx.copy(t, dst[i]![1], { op: 'modules_to_save' }));
       }
     }
     this.peftConfig.set(name, c);
@@ -558,7 +558,7 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> extends Adapte
         if (!copy) continue;
         const src = copy.namedParameters();
         const dst = w.original.namedParameters();
-        src.forEach(([, t], i) => this.ctx.encoder().copyBufferToBuffer(t.buffer(), t.byteOffset, dst[i]![1].buffer(), dst[i]![1].byteOffset, t.byteLength));
+        src.forEach(([, t], i) => this.ctx.copy(t, dst[i]![1], { op: 'mergeAndUnload' }));
       }
     }
     for (const [path, w] of [...this.wrappers(), ...this.saveWrappers()]) {
