@@ -170,7 +170,7 @@ describe('getPeftModel', () => {
     m.dispose();
   });
 
-  it('bias modes and modules_to_save: what trains and the names PEFT saves', () => {
+  it('bias modes and modules_to_save: what trains and the names PEFT saves', async () => {
     const cfg = gpt2Config({ ...TINY, num_labels: 3 });
     const m = GPT2ForSequenceClassification.create(ctx, cfg, { seed: 6 });
     const peft = getPeftModel(m, { r: 2, target_modules: ['c_attn'], bias: 'lora_only', task_type: 'SEQ_CLS' }, 'default', quiet);
@@ -179,6 +179,9 @@ describe('getPeftModel', () => {
     expect(trainable).toContain('score.modules_to_save.default.weight'); // SEQ_CLS saves the head
     expect(trainable).not.toContain('score.original_module.weight');
     expect(trainable).not.toContain('transformer.h.0.ln_1.bias');
+    const params = new Map(m.namedParameters());
+    // The trainable copy starts as the original head (PEFT deep-copies it).
+    expect(await params.get('score.modules_to_save.default.weight')!.read()).toEqual(await params.get('score.original_module.weight')!.read());
     const keys = [...peft.adapterStateDict().keys()];
     expect(keys).toContain('base_model.model.transformer.h.0.attn.c_attn.base_layer.bias');
     expect(keys).toContain('base_model.model.score.weight');
