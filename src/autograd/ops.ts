@@ -56,13 +56,20 @@ import { gradInfo, noGrad, record, withinOp } from './tape.js';
 type Grads = (Tensor | null)[];
 
 interface OpRule<A extends unknown[]> {
-  forward: (ctx: GpuContext, ...args: A) => { out: Tensor; inputs: Tensor[]; saved?: Tensor[]; backward: (gy: Tensor, needs: boolean[]) => Grads };
+  forward: (ctx: GpuContext, ...args: A) => {
+    out: Tensor;
+    inputs: Tensor[];
+    saved?: Tensor[];
+    backward: (gy: Tensor, needs: boolean[]) => Grads;
+    /** Frees non-tensor resources backward needs (token ids), once the record is dropped. */
+    release?: () => void;
+  };
 }
 
 function defineOp<A extends unknown[]>(name: string, rule: OpRule<A>): (ctx: GpuContext, ...args: A) => Tensor {
   return (ctx, ...args) => {
     const r = withinOp(ctx, () => rule.forward(ctx, ...args));
-    record(ctx, { name, inputs: r.inputs, output: r.out, backward: r.backward, saved: r.saved ?? [] });
+    record(ctx, { name, inputs: r.inputs, output: r.out, backward: r.backward, saved: r.saved ?? [], release: r.release });
     return r.out;
   };
 }
@@ -75,7 +82,7 @@ function sumRows(ctx: GpuContext, g: Tensor, cols: number, shape: readonly numbe
 }
 
 export type OpName =
-  | 'matmul' | 'linear' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'mse' | 'loraLinear'
+  | 'matmul' | 'linear' | 'conv1d' | 'add' | 'sub' | 'mul' | 'scale' | 'relu' | 'gelu' | 'sum' | 'mean' | 'mse' | 'loraLinear'
   | 'softmax' | 'logSoftmax' | 'crossEntropy' | 'reshape' | 'layerNorm' | 'rmsNorm'
   | 'silu' | 'transpose' | 'dropout' | 'embedding' | 'slice' | 'concat' | 'splitHeads' | 'mergeHeads';
 
@@ -117,6 +124,35 @@ const rules = {
           return [
             nx ? ctx.reshape(matmulK(ctx, g2, W), x.shape) : null,
             nW ? weightGrad(ctx, g2, x.view([M, K]), W) : null,
+            ...(b ? [nb ? sumRows(ctx, gy, N, [N]) : null] : []),
+          ];
+        },
+      };
+    },
+  }),
+
+  /**
+   * x·W + b with W [K,N] (in × out: GPT-2's Conv1D layout) and x [..., K]. A partly frozen W
+   * (setGradMask with a [K,N] mask) gets the masked-gradient kernel: dW = M ⊙ xᵀ·dy.
+   */
+  conv1d: defineOp('conv1d', {
+    forward: (ctx, x: Tensor, W: Tensor, b?: Tensor) => {
+      const [K, N] = W.shape as [number, number];
+      if (W.shape.length !== 2 || x.shape[x.shape.length - 1] !== K) {
+        throw new ShapeError(`conv1d: x ${fmtShape(x.shape)} and W ${fmtShape(W.shape)}, expected x [..., K] and W [K,N] (in × out)`);
+      }
+      const M = x.size / K;
+      const out = ctx.reshape(matmulK(ctx, x.view([M, K]), W, { bias: b }), [...x.shape.slice(0, -1), N]);
+      return {
+        out,
+        inputs: b ? [x, W, b] : [x, W],
+        backward: (gy, [nx, nW, nb]) => {
+          const g2 = gy.view([M, N]);
+          const x2 = x.view([M, K]);
+          const mask = nW ? gradInfo(W).mask : null;
+          return [
+            nx ? ctx.reshape(matmulK(ctx, g2, W, { transB: true }), x.shape) : null,
+            nW ? (mask ? maskedGrad(ctx, x2, g2, mask) : matmulK(ctx, x2, g2, { transA: true })) : null,
             ...(b ? [nb ? sumRows(ctx, gy, N, [N]) : null] : []),
           ];
         },
@@ -241,12 +277,15 @@ const rules = {
    * soft targets, with label smoothing. Only the logits get a gradient.
    */
   crossEntropy: defineOp('crossEntropy', {
-    forward: (ctx, logits: Tensor, target: XentTarget, o: XentOptions = {}) => {
-      const { loss, saved } = crossEntropyK(ctx, logits, target, o);
+    forward: (ctx, logits: Tensor, target: XentTarget, o: XentOptions & { ownTarget?: boolean } = {}) => {
+      const { ownTarget, ...xo } = o;
+      const { loss, saved } = crossEntropyK(ctx, logits, target, xo);
+      // ownTarget: the op disposes the target tensor with its other saved tensors.
+      const t = 'labels' in target ? target.labels : target.soft;
       return {
         out: loss,
         inputs: [logits],
-        saved: [saved.lse, saved.stats],
+        saved: ownTarget ? [saved.lse, saved.stats, t] : [saved.lse, saved.stats],
         backward: (gy) => [crossEntropyBackward(ctx, logits, saved, gy)],
       };
     },
@@ -311,12 +350,17 @@ const rules = {
     }),
   }),
 
-  /** table[ids] (gather); the table's gradient is a deterministic per-id sum (embedding.wgsl). */
+  /**
+   * table[ids] (gather); the table's gradient is a deterministic per-id sum (embedding.wgsl).
+   * With `disposeIds` the op owns `ids` and disposes them once backward no longer needs them
+   * (at once when nothing is recorded).
+   */
   embedding: defineOp('embedding', {
-    forward: (ctx, table: Tensor, ids: TokenIds) => ({
+    forward: (ctx, table: Tensor, ids: TokenIds, o: { disposeIds?: boolean } = {}) => ({
       out: embeddingK(ctx, table, ids),
       inputs: [table],
       backward: (gy) => [embeddingBackward(ctx, table, ids, gy)],
+      release: o.disposeIds ? () => ids.dispose() : undefined,
     }),
   }),
 
@@ -388,7 +432,7 @@ function copyOf(ctx: GpuContext, t: Tensor): Tensor {
 }
 
 export const {
-  matmul, linear, add, sub, mul, scale, relu, gelu, silu, sum, mean, mse, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding, slice, concat, splitHeads, mergeHeads,
+  matmul, linear, conv1d, add, sub, mul, scale, relu, gelu, silu, sum, mean, mse, loraLinear, softmax, logSoftmax, crossEntropy, reshape, transpose, dropout, layerNorm, rmsNorm, embedding, slice, concat, splitHeads, mergeHeads,
 } = rules;
 
 /**

@@ -94,6 +94,8 @@ export interface Record_ {
   backward: (gy: Tensor, needs: boolean[]) => (Tensor | null)[];
   /** Tensors made for backward only; disposed with the record. */
   saved: Tensor[];
+  /** Frees what else the record holds (token ids); called when the record is dropped. */
+  release?: (() => void) | undefined;
   /** Inputs that came from a gradient-carrying tensor through a kernel that records nothing. */
   broken?: { input: number; lost: Lost }[];
 }
@@ -170,6 +172,7 @@ export function record(ctx: GpuContext, r: Record_): void {
   const lost = r.inputs.map((x, i) => (needs[i] ? undefined : tp.lost.get(x)));
   if (!tp.enabled || !needs.some(Boolean)) {
     for (const s of r.saved) s.dispose();
+    r.release?.();
     // Not on the tape, but made from a lost gradient: the mark travels on.
     const l = lost.find((x) => x !== undefined);
     if (l && tp.enabled) tp.lost.set(r.output, l);
@@ -190,7 +193,10 @@ export function record(ctx: GpuContext, r: Record_): void {
  */
 export function clearTape(ctx: GpuContext, keep: Tensor[] = [], by = 'clearTape()'): void {
   const tp = tape(ctx);
-  for (const r of tp.records) for (const s of r.saved) s.dispose();
+  for (const r of tp.records) {
+    for (const s of r.saved) s.dispose();
+    r.release?.();
+  }
   const kept = new Set(keep);
   for (const t of tp.held) if (!kept.has(t)) t.release(by);
   tp.records.length = 0;
