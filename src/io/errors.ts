@@ -22,6 +22,7 @@ export interface SafetensorsErrorSite {
  * so on. Raised before any view into the data is made.
  */
 export class SafetensorsError extends WebGpuLoraError {
+  override readonly name: string = 'SafetensorsError';
   /** The file's path or name, when known. */
   readonly source: string | undefined;
   /** The tensor at fault, when one is. */
