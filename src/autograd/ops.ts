@@ -63,13 +63,15 @@ interface OpRule<A extends unknown[]> {
     backward: (gy: Tensor, needs: boolean[]) => Grads;
     /** Frees non-tensor resources backward needs (token ids), once the record is dropped. */
     release?: () => void;
+    /** Tensors backward reads that are not inputs (a target), so a closing scope leaves them to the tape. */
+    reads?: Tensor[];
   };
 }
 
 function defineOp<A extends unknown[]>(name: string, rule: OpRule<A>): (ctx: GpuContext, ...args: A) => Tensor {
   return (ctx, ...args) => {
     const r = withinOp(ctx, () => rule.forward(ctx, ...args));
-    record(ctx, { name, inputs: r.inputs, output: r.out, backward: r.backward, saved: r.saved ?? [], release: r.release });
+    record(ctx, { name, inputs: r.inputs, output: r.out, backward: r.backward, saved: r.saved ?? [], release: r.release, reads: r.reads });
     return r.out;
   };
 }
@@ -286,6 +288,7 @@ const rules = {
         out: loss,
         inputs: [logits],
         saved: ownTarget ? [saved.lse, saved.stats, t] : [saved.lse, saved.stats],
+        reads: ownTarget ? [] : [t],
         backward: (gy) => [crossEntropyBackward(ctx, logits, saved, gy)],
       };
     },

@@ -96,6 +96,8 @@ export interface Record_ {
   saved: Tensor[];
   /** Frees what else the record holds (token ids); called when the record is dropped. */
   release?: (() => void) | undefined;
+  /** Tensors backward reads that are not inputs (a cross-entropy target): kept alive like inputs. */
+  reads?: Tensor[];
   /** Inputs that came from a gradient-carrying tensor through a kernel that records nothing. */
   broken?: { input: number; lost: Lost }[];
 }
@@ -118,13 +120,28 @@ interface Tape {
   /** Tensors written by a non-recording kernel from something that carries a gradient. */
   lost: WeakMap<Tensor, Lost>;
   watching: boolean;
+  /** What the records' backward reads besides held outputs (inputs, targets), by storage owner. */
+  reads: Set<Tensor>;
+  /** Of those, tensors whose scope closed before backward: the tape disposes them when it clears. */
+  adopted: Tensor[];
 }
 
 const tapes = new WeakMap<GpuContext, Tape>();
 
 function tape(ctx: GpuContext): Tape {
   let t = tapes.get(ctx);
-  if (!t) tapes.set(ctx, (t = { records: [], held: [], enabled: true, tracked: new WeakSet(), inOp: 0, lost: new WeakMap(), watching: false }));
+  if (!t) {
+    const tp: Tape = { records: [], held: [], enabled: true, tracked: new WeakSet(), inOp: 0, lost: new WeakMap(), watching: false, reads: new Set(), adopted: [] };
+    tapes.set(ctx, (t = tp));
+    // A forward run in a scope that closes before backward (`const loss = ctx.scope(() => f(x))`,
+    // then `backward(ctx, loss)`) would free inputs the backward still reads: the tape takes them
+    // over instead, and frees them when it clears.
+    ctx.adoptOnScopeExit((x) => {
+      if (!tp.reads.has(x)) return false;
+      tp.adopted.push(x);
+      return true;
+    });
+  }
   return t;
 }
 
@@ -185,6 +202,7 @@ export function record(ctx: GpuContext, r: Record_): void {
   ctx.keep(r.output);
   ctx.keep(r.saved);
   tp.held.push(r.output);
+  for (const x of [...r.inputs, ...(r.reads ?? [])]) tp.reads.add(x.parent ?? x);
 }
 
 /**
@@ -199,8 +217,11 @@ export function clearTape(ctx: GpuContext, keep: Tensor[] = [], by = 'clearTape(
   }
   const kept = new Set(keep);
   for (const t of tp.held) if (!kept.has(t)) t.release(by);
+  for (const t of tp.adopted) if (!kept.has(t)) t.dispose();
   tp.records.length = 0;
   tp.held.length = 0;
+  tp.reads.clear();
+  tp.adopted.length = 0;
 }
 
 /** Run `fn` without recording (evaluation, optimizer updates). */

@@ -150,6 +150,11 @@ export class GpuContext {
     this.p.dispatcher.observer = observer;
   }
 
+  /** @internal Let `adopter` keep tensors a closing scope would dispose (autograd: inputs backward still reads). */
+  adoptOnScopeExit(adopter: ((t: Tensor) => boolean) | null): void {
+    this.p.scopes.adopter = adopter;
+  }
+
   /** The open command encoder (ends the compute pass), for copies and queries of your own. */
   encoder(): GPUCommandEncoder {
     this.p.errors.checkAlive('encoder');

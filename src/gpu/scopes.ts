@@ -24,6 +24,12 @@ const INTERLEAVED =
 
 export class Scopes {
   private readonly stack: Frame[] = [];
+  /**
+   * Asked, for each tensor a closing scope would dispose, whether someone still needs it (the
+   * autograd tape: an op input its backward reads). An adopted tensor is not disposed here; the
+   * adopter disposes it when it is done with it.
+   */
+  adopter: ((t: Tensor) => boolean) | null = null;
 
   /** `t` joins the innermost open scope, if any. */
   add(t: Tensor): void {
@@ -116,7 +122,7 @@ export class Scopes {
     const parent = this.stack[this.stack.length - 1];
     for (const t of frame.made) {
       if (kept.has(t)) parent?.made.add(t);
-      else t.dispose();
+      else if (!this.adopter?.(t)) t.dispose();
     }
   }
 }

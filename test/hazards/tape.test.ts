@@ -124,3 +124,53 @@ describe('a parameter consumed by a non-recording kernel', () => {
     });
   });
 });
+
+describe('a forward in a scope that closes before backward', () => {
+  it("keeps what backward reads (inputs made in the scope, a cross-entropy target) until backward, then frees it", async () => {
+    const w = requiresGrad(ctx.tensor(W, [3, 2], 'f32', 'w'));
+    const live0 = ctx.memory().liveBytes;
+    // x0 needs no gradient, so relu(x0) is not recorded: its output belongs to the scope, and
+    // the linear layer's backward reads it (dW = yᵀ·relu(x0)).
+    const loss = ctx.scope(() => {
+      const x0 = ctx.tensor(X, [2, 3], 'f32', 'x0');
+      const h = autograd.matmul(ctx, relu(ctx, x0), w);
+      const labels = ctx.tensor([1, 0], [2], 'f32', 'labels');
+      return autograd.crossEntropy(ctx, h, { labels });
+    });
+    backward(ctx, loss);
+    const g = await grad(w)!.read();
+    // d mean CE / dw by hand: p = softmax(relu(x)·w), dlogits = (p − onehot)/2, dw = relu(x)ᵀ·dlogits.
+    const rx = X.map((v) => Math.max(0, v));
+    const logits = [0, 1].map((i) => [0, 1].map((j) => rx[3 * i]! * W[j]! + rx[3 * i + 1]! * W[2 + j]! + rx[3 * i + 2]! * W[4 + j]!));
+    const dl = logits.map((row, i) => {
+      const m = Math.max(...row);
+      const e = row.map((v) => Math.exp(v - m));
+      const z = e[0]! + e[1]!;
+      return e.map((v, j) => (v / z - (j === [1, 0][i] ? 1 : 0)) / 2);
+    });
+    const want = [0, 1, 2].flatMap((k) => [0, 1].map((j) => rx[k]! * dl[0]![j]! + rx[3 + k]! * dl[1]![j]!));
+    g.forEach((v, i) => expect(v).toBeCloseTo(want[i]!, 5));
+    loss.dispose();
+    zeroGrad([w]);
+    expect(ctx.memory().liveBytes).toBe(live0); // what the tape took over is freed by backward
+    w.dispose();
+  });
+
+  it('a tensor made in an outer scope and used by several steps stays the scope\'s (each backward leaves it alone)', async () => {
+    await ctx.scopeAsync(async () => {
+      const w = requiresGrad(ctx.tensor(W, [3, 2], 'f32', 'w'));
+      const x = ctx.tensor(X, [2, 3], 'f32', 'x');
+      for (let step = 0; step < 3; step++) {
+        const l = ctx.scope(() => {
+          const loss = autograd.sum(ctx, autograd.matmul(ctx, x, w));
+          backward(ctx, loss);
+          zeroGrad([w]);
+          return loss;
+        });
+        l.dispose();
+      }
+      expect(x.disposed).toBe(false);
+      expect(Array.from(await x.read())).toEqual(X);
+    });
+  });
+});

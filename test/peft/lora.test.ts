@@ -207,6 +207,28 @@ describe('getPeftModel', () => {
     m.dispose();
   });
 
+  it('the loss computed in a scope that closes before backward gives the same gradients', async () => {
+    const m = model(9);
+    const peft = getPeftModel(m, { r: 2, target_modules: ['c_attn'], init_lora_weights: false }, 'default', quiet);
+    const params = peft.namedTrainable().map(([, t]) => t);
+    const inside = await ctx.scopeAsync(async () => {
+      const loss = m.loss(ids(2, 6));
+      backward(ctx, loss);
+      const g = await Promise.all(params.map((p) => grad(p)!.read()));
+      zeroGrad(params);
+      return g;
+    });
+    // The frozen body's activations (ln_1's output, which the LoRA op's backward reads) were made in the scope.
+    const loss = ctx.scope(() => m.loss(ids(2, 6)));
+    backward(ctx, loss);
+    const after = await Promise.all(params.map((p) => grad(p)!.read()));
+    after.forEach((g, i) => expect(g).toEqual(inside[i]));
+    loss.dispose();
+    zeroGrad(params);
+    peft.dispose();
+    m.dispose();
+  });
+
   it('bad input: a second getPeftModel, unknown adapter names, shapes that do not fit', () => {
     const m = model();
     const peft = getPeftModel(m, { r: 2, target_modules: ['c_attn'] }, 'default', quiet);
