@@ -175,25 +175,42 @@ export function tailMean(xs: readonly number[], n: number): number {
   return t.reduce((a, b) => a + b, 0) / t.length;
 }
 
-/** Wall time per named phase, in the order they first ran. */
+/**
+ * Wall and CPU time per named phase, in the order they first ran. CPU time is this process's
+ * (user + system, every thread: lavapipe's workers too), so on a shared machine it says how much
+ * work a phase was, where the wall time also says how busy the machine was.
+ */
 export class PhaseTimer {
-  readonly phases: { name: string; seconds: number }[] = [];
+  readonly phases: { name: string; seconds: number; cpuSeconds: number }[] = [];
   private readonly start = performance.now();
+  private readonly cpu0 = process.cpuUsage();
 
   async time<T>(name: string, fn: () => Promise<T>): Promise<T> {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     try {
       return await fn();
     } finally {
       const s = (performance.now() - t0) / 1000;
+      const c = process.cpuUsage(c0);
+      const cpu = (c.user + c.system) / 1e6;
       const p = this.phases.find((x) => x.name === name);
-      if (p) p.seconds += s;
-      else this.phases.push({ name, seconds: s });
+      if (p) {
+        p.seconds += s;
+        p.cpuSeconds += cpu;
+      } else this.phases.push({ name, seconds: s, cpuSeconds: cpu });
     }
   }
 
+  /** Wall seconds since the timer was made. */
   get total(): number {
     return (performance.now() - this.start) / 1000;
+  }
+
+  /** CPU seconds of this process since the timer was made. */
+  get cpuTotal(): number {
+    const c = process.cpuUsage(this.cpu0);
+    return (c.user + c.system) / 1e6;
   }
 }
 

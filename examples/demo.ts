@@ -22,8 +22,10 @@
  * results.json (every number), wise-ft.svg / .png (the interpolation curves), lora-adapter/ (the
  * trained LoRA adapter as a PEFT adapter directory). Progress and logs go to stderr.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
 import { Command } from 'commander';
 import { createContext, loadGPT2, savePeftAdapter, writeFileAtomic } from '../src/node.js';
 import type { GpuContext } from '../src/gpu/context.js';
@@ -101,6 +103,8 @@ export interface DemoOptions {
   samplePrompts: string[];
   sampleChars: number;
   sampleTemperature: number;
+  /** Which parts to run (default all): 'lm' (with the WiSE-FT sweeps and samples), 'cls', 'dpo'. */
+  parts: ('lm' | 'cls' | 'dpo')[];
 }
 
 export const DEMO_DEFAULTS: DemoOptions = {
@@ -108,30 +112,31 @@ export const DEMO_DEFAULTS: DemoOptions = {
   out: join(ROOT, 'examples/results'),
   seed: 0,
   dataSeed: 42,
-  steps: 50,
+  steps: 40,
   batch: 8,
   seq: 64,
   lrFull: 1e-3,
   lrAdapter: 5e-3,
-  evalWindows: 48,
-  evalBatch: 16,
-  clsSteps: 30,
-  clsBatch: 16,
+  evalWindows: 32,
+  evalBatch: 32,
+  clsSteps: 40,
+  clsBatch: 8,
   clsSeq: 64,
   clsTrainPerClass: 200,
   clsValPerClass: 64,
   lrProbe: 3e-2,
-  dpoSteps: 30,
+  dpoSteps: 24,
   dpoBatch: 8,
-  dpoPromptLen: 64,
+  dpoPromptLen: 32,
   dpoContinuationLen: 32,
   dpoBeta: 0.1,
   lrDpo: 5e-3,
   dpoValPairs: 64,
   alphas: [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1],
   samplePrompts: ['"I don\'t know," she said', 'The committee reported that'],
-  sampleChars: 100,
+  sampleChars: 60,
   sampleTemperature: 0.7,
+  parts: ['lm', 'cls', 'dpo'],
 };
 
 /** A small configuration of the whole pipeline, for a smoke run (`--quick`) and the CI test. */
@@ -231,12 +236,16 @@ export interface DemoResult {
   baseClassificationAccuracy: number;
   lm: LmMethodResult[];
   classification: ClsMethodResult[];
-  dpo: DpoResult;
+  dpo: DpoResult | null;
   wiseft: { method: string; points: SweepPoint[] }[];
   samples: { prompt: string; model: string; text: string }[];
   adapterDir: string | null;
-  phases: { name: string; seconds: number }[];
+  /** Wall and CPU seconds per phase (first use of each kernel compiles its pipeline inside the phase that needs it). */
+  phases: { name: string; seconds: number; cpuSeconds: number }[];
   totalSeconds: number;
+  totalCpuSeconds: number;
+  /** Compute pipelines the run created (each compiled once). */
+  pipelines: number;
 }
 
 /** What the demo returns besides the JSON: the saved adapter's tensors as they were in memory. */
@@ -250,6 +259,18 @@ export interface DemoReturn {
 // The pieces
 
 const ATTN = ['c_attn', 'attn.c_proj'];
+/** The phases "where the time goes" reports. */
+const PHASE = {
+  data: 'data (corpus, windows, snippets, pairs)',
+  load: 'loading the checkpoint (once per method)',
+  lm: 'training: language model, 7 methods',
+  cls: 'training: classification, 3 methods',
+  dpo: 'training: DPO',
+  eval: 'evaluation (fixed windows, held-out snippets and pairs)',
+  sweep: 'WiSE-FT sweeps',
+  samples: 'sample generation',
+  write: 'writing results (adapter, plot, tables)',
+};
 const ATTN_MLP = ['c_attn', 'attn.c_proj', 'c_fc', 'mlp.c_proj'];
 
 /** Fine-tuning schedule: 10 % warmup, cosine to 10 % of the peak. */
@@ -406,6 +427,9 @@ export interface DemoIo {
 
 export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoReturn> {
   const log = io.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  if (!existsSync(join(o.checkpoint, 'model.safetensors'))) {
+    throw new Error(`demo: no checkpoint in ${o.checkpoint} (expected config.json and model.safetensors); run \`npm run pretrain\` to make one`);
+  }
   const timer = new PhaseTimer();
   const ctx = io.ctx ?? (await createContext());
   const info = runInfo(ctx);
@@ -415,7 +439,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
   try {
     // ---- data
     const vocab = new CharVocab();
-    const { sets, idTrain, cls, pairs } = await timer.time('data', async () => {
+    const { sets, idTrain, cls, pairs } = await timer.time(PHASE.data, async () => {
       const corpus = loadBrown();
       const idTrain = splitTokens(corpus, vocab, { genres: FINETUNE_GENRES, split: 'train' });
       const tok = {
@@ -439,16 +463,16 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       return { sets, idTrain, cls, pairs };
     });
     const batchesFor = () => lmBatches(idTrain, { batch: o.batch, seqLen: o.seq, seed: o.dataSeed });
-    const load = () => timer.time('load checkpoint', async () => (await loadGPT2(ctx, o.checkpoint)).model);
+    const load = () => timer.time(PHASE.load, async () => (await loadGPT2(ctx, o.checkpoint)).model);
 
     // ---- the pre-trained model
     const base = await load();
     const checkpointInfo = { dir: o.checkpoint, parameters: base.numParameters(), config: { ...base.config } as Record<string, unknown> };
-    const baseEval = await timer.time('evaluate', () => evalAll(ctx, base, sets, o.evalBatch));
+    const baseEval = await timer.time(PHASE.eval, () => evalAll(ctx, base, sets, o.evalBatch));
     log(`demo: pre-trained: ${formatCount(checkpointInfo.parameters)} parameters; loss in distribution ${baseEval.id.toFixed(4)}, out of distribution ${baseEval.ood.toFixed(4)}, pre-training genres ${baseEval.pt.toFixed(4)}`);
     const samples: DemoResult['samples'] = [];
     const sample = (model: GPT2LMHeadModel, name: string) =>
-      timer.time('generate samples', async () => {
+      timer.time(PHASE.samples, async () => {
         for (const [i, prompt] of o.samplePrompts.entries()) {
           const ids = await generate(model, [...vocab.encode(prompt)], { maxNewTokens: o.sampleChars, temperature: o.sampleTemperature, seed: o.seed + i });
           samples.push({ prompt, model: name, text: vocab.decode(ids) });
@@ -471,7 +495,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       { key: 'lora-all-r8', name: 'LoRA r=8, attention + MLP', kind: 'lora', r: 8, targets: ATTN_MLP },
       { key: 'bottleneck', name: 'bottleneck adapters (Houlsby, 8 wide)', kind: 'bottleneck' },
     ];
-    for (const m of methods) {
+    for (const m of o.parts.includes('lm') ? methods : []) {
       const model = await load();
       const pre = m.kind === 'full' || m.key === 'lora-all-r8' ? snapshot(model) : null;
       let peft: PeftModel<GPT2LMHeadModel> | null = null;
@@ -494,11 +518,11 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       const params = groups.map((g) => g.params);
       const { value: opt, bytes } = allocatedBy(ctx, () => new AdamW(ctx, groups, { lr, maxGradNorm: 1, weightDecay: 0 }));
       const batches = batchesFor();
-      const r = await timer.time(`train: ${m.name}`, () =>
+      const r = await timer.time(PHASE.lm, () =>
         train({ ctx, label: m.name, steps: o.steps, opt, params, schedule: fineTuneSchedule(o.steps), lossAt: () => lmLoss(ctx, model, batches.next().value!), stream }),
       );
       opt.dispose();
-      const ev = await timer.time('evaluate', () => evalAll(ctx, model, sets, o.evalBatch));
+      const ev = await timer.time(PHASE.eval, () => evalAll(ctx, model, sets, o.evalBatch));
       lm.push({
         key: m.key,
         name: m.name,
@@ -521,17 +545,17 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       if (m.kind === 'full') {
         await sample(model, m.name);
         const ft = snapshot(model);
-        const points = await timer.time('WiSE-FT sweeps', () => interpolationSweep(model, pre!, ft, o.alphas, sweepEval));
+        const points = await timer.time(PHASE.sweep, () => interpolationSweep(model, pre!, ft, o.alphas, sweepEval));
         wiseft.push({ method: m.name, points: points.map((p) => ({ alpha: p.alpha, ...p.value })) });
         ft.dispose();
       }
       if (m.key === 'lora-all-r8') {
         await sample(model, m.name);
         adapterTensors = await readAll(peft!.adapterStateDict());
-        if (o.out) adapterDir = await timer.time('write results', () => savePeftAdapter(peft!, join(o.out!, 'lora-adapter')));
+        if (o.out) adapterDir = await timer.time(PHASE.write, () => savePeftAdapter(peft!, join(o.out!, 'lora-adapter')));
         peft!.mergeAndUnload();
         const ft = snapshot(model);
-        const points = await timer.time('WiSE-FT sweeps', () => interpolationSweep(model, pre!, ft, o.alphas, sweepEval));
+        const points = await timer.time(PHASE.sweep, () => interpolationSweep(model, pre!, ft, o.alphas, sweepEval));
         wiseft.push({ method: `${m.name} (merged)`, points: points.map((p) => ({ alpha: p.alpha, ...p.value })) });
         ft.dispose();
       }
@@ -543,15 +567,15 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
 
     // ---- a new task head: genre classification
     const classification: ClsMethodResult[] = [];
-    const loadCls = () => timer.time('load checkpoint', async () => (await loadGPT2(ctx, o.checkpoint, { task: 'seq_cls', numLabels: GENRE_CLASSES.length, padTokenId: vocab.pad, seed: o.seed })).model);
+    const loadCls = () => timer.time(PHASE.load, async () => (await loadGPT2(ctx, o.checkpoint, { task: 'seq_cls', numLabels: GENRE_CLASSES.length, padTokenId: vocab.pad, seed: o.seed })).model);
     let baseClassificationAccuracy = NaN;
-    for (const m of [
+    for (const m of !o.parts.includes('cls') ? [] : [
       { key: 'probe', name: 'linear probe (body frozen, new head)', lr: o.lrProbe },
       { key: 'lora-head', name: 'LoRA r=8 (attention + MLP) + trained head', lr: o.lrAdapter },
       { key: 'full', name: 'full fine-tuning', lr: o.lrFull },
     ]) {
       const model = await loadCls();
-      if (m.key === 'probe') baseClassificationAccuracy = (await timer.time('evaluate', () => classify(ctx, model, cls.val, 32))).accuracy;
+      if (m.key === 'probe') baseClassificationAccuracy = (await timer.time(PHASE.eval, () => classify(ctx, model, cls.val, 32))).accuracy;
       let peft: PeftModel<GPT2ForSequenceClassification> | null = null;
       if (m.key === 'probe') linearProbe(model, ['score']);
       if (m.key === 'lora-head') peft = getPeftModel(model, { task_type: 'SEQ_CLS', r: 8, lora_alpha: 16, target_modules: ATTN_MLP, modules_to_save: ['score'] }, 'default', { seed: o.seed, warn: () => {} });
@@ -561,7 +585,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       const { value: opt, bytes } = allocatedBy(ctx, () => new AdamW(ctx, groups, { lr: m.lr, maxGradNorm: 1, weightDecay: 0 }));
       const B = o.clsBatch;
       const T = cls.train.seqLen;
-      const r = await timer.time(`train: classification, ${m.key}`, () =>
+      const r = await timer.time(PHASE.cls, () =>
         train({
           ctx,
           label: `classification: ${m.name}`,
@@ -584,7 +608,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
         }),
       );
       opt.dispose();
-      const acc = await timer.time('evaluate', () => classify(ctx, model, cls.val, 32));
+      const acc = await timer.time(PHASE.eval, () => classify(ctx, model, cls.val, 32));
       classification.push({
         key: m.key,
         name: m.name,
@@ -608,12 +632,12 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
     }
 
     // ---- DPO through LoRA
-    const dpo = await (async (): Promise<DpoResult> => {
+    const dpo = !o.parts.includes('dpo') ? null : await (async (): Promise<DpoResult> => {
       const model = await load();
       const rank = 8;
       const peft = getPeftModel(model, { task_type: 'CAUSAL_LM', r: rank, lora_alpha: 2 * rank, target_modules: ATTN_MLP }, 'default', { seed: o.seed, warn: () => {} });
       const counts = peft.trainableParameters();
-      const before = { ...(await timer.time('evaluate', () => dpoMetrics(ctx, peft, pairs.val, 16, o.dpoBeta))), lm: baseEval };
+      const before = { ...(await timer.time(PHASE.eval, () => dpoMetrics(ctx, peft, pairs.val, 16, o.dpoBeta))), lm: baseEval };
       const groups = decayGroups(model, 0);
       const params = groups.map((g) => g.params);
       const { value: opt, bytes } = allocatedBy(ctx, () => new AdamW(ctx, groups, { lr: o.lrDpo, maxGradNorm: 1, weightDecay: 0 }));
@@ -622,7 +646,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       const T = o.dpoPromptLen + o.dpoContinuationLen;
       const ones = ctx.keep(ctx.tensor(new Float32Array(T * V).fill(1), [T * V, 1], 'f32', 'dpo.ones'));
       const zeros = ctx.keep(ctx.tensor(new Float32Array(B), [B, 1], 'f32', 'dpo.zero'));
-      const r = await timer.time('train: DPO', () =>
+      const r = await timer.time(PHASE.dpo, () =>
         train({
           ctx,
           label: 'DPO (LoRA r=8)',
@@ -647,8 +671,8 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       opt.dispose();
       ones.dispose();
       zeros.dispose();
-      const afterPrefs = await timer.time('evaluate', () => dpoMetrics(ctx, peft, pairs.val, 16, o.dpoBeta));
-      const afterLm = await timer.time('evaluate', () => evalAll(ctx, model, sets, o.evalBatch));
+      const afterPrefs = await timer.time(PHASE.eval, () => dpoMetrics(ctx, peft, pairs.val, 16, o.dpoBeta));
+      const afterLm = await timer.time(PHASE.eval, () => evalAll(ctx, model, sets, o.evalBatch));
       log(`demo: DPO: reward accuracy ${(100 * afterPrefs.rewardAccuracy).toFixed(1)}%, margin ${afterPrefs.rewardMargin.toFixed(4)}; likelihood preference ${(100 * before.likelihoodAccuracy).toFixed(1)}% -> ${(100 * afterPrefs.likelihoodAccuracy).toFixed(1)}%`);
       peft.dispose();
       model.dispose();
@@ -671,16 +695,15 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
     })();
 
     // ---- output
-    let pretrainRecord: unknown;
-    try {
-      pretrainRecord = JSON.parse((await import('node:fs')).readFileSync(join(o.checkpoint, 'pretrain.json'), 'utf8'));
-    } catch {
-      pretrainRecord = undefined;
-    }
+    // The checkpoint's own record (steps, losses, time), when it has one.
+    const recordPath = join(o.checkpoint, 'pretrain.json');
+    const pretrainRecord: unknown = existsSync(recordPath) ? JSON.parse(readFileSync(recordPath, 'utf8')) : undefined;
+    // Paths inside the repository are recorded relative to it, so the committed JSON names no machine.
+    const rel = (p: string | null) => (p && !relative(ROOT, p).startsWith('..') ? relative(ROOT, p) : p);
     const result: DemoResult = {
       run: { ...info, loadAverageEnd: runInfo(ctx).loadAverage },
-      options: o,
-      checkpoint: { ...checkpointInfo, pretrain: pretrainRecord },
+      options: { ...o, checkpoint: rel(o.checkpoint)!, out: rel(o.out) },
+      checkpoint: { ...checkpointInfo, dir: rel(checkpointInfo.dir)!, pretrain: pretrainRecord },
       data: { idTrainCharacters: idTrain.length, evalCharacters: { id: o.evalWindows * o.seq, ood: o.evalWindows * o.seq, pt: o.evalWindows * o.seq } },
       base: baseEval,
       baseClassificationAccuracy,
@@ -689,11 +712,13 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       dpo,
       wiseft,
       samples,
-      adapterDir,
+      adapterDir: rel(adapterDir),
       phases: [],
       totalSeconds: 0,
+      totalCpuSeconds: 0,
+      pipelines: 0,
     };
-    const chart = await timer.time('write results', async () => {
+    const chart = !wiseft.length ? null : await timer.time(PHASE.write, async () => {
       const rows = wiseft.flatMap((s) =>
         s.points.flatMap((p) => [
           { series: s.method, panel: 'in distribution (held-out fiction)', x: p.alpha, y: p.id },
@@ -714,11 +739,15 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
     });
     result.phases = timer.phases;
     result.totalSeconds = timer.total;
+    result.totalCpuSeconds = timer.cpuTotal;
+    result.pipelines = ctx.stats.pipelines;
     const markdown = renderMarkdown(result);
     if (o.out) {
       await mkdir(o.out, { recursive: true });
-      await writeFileAtomic(join(o.out, 'wise-ft.svg'), chart.svg);
-      await writeFileAtomic(join(o.out, 'wise-ft.png'), chart.png);
+      if (chart) {
+        await writeFileAtomic(join(o.out, 'wise-ft.svg'), chart.svg);
+        await writeFileAtomic(join(o.out, 'wise-ft.png'), chart.png);
+      }
       await writeFileAtomic(join(o.out, 'results.md'), markdown);
       await writeFileAtomic(join(o.out, 'results.json'), `${JSON.stringify(result, null, 2)}\n`);
       if (!textRenders()) log('demo: warning: no font for the PNG labels (install fonts-dejavu-core); the SVG is fine');
@@ -746,8 +775,8 @@ export function renderMarkdown(r: DemoResult): string {
     `Adapter: **${r.run.adapter}**; webgpu-lora ${r.run.version}; Node ${r.run.node}; ${r.run.cpus} CPUs; ${r.run.date}; ` +
       `load average at start ${r.run.loadAverage.join(' / ')} (1/5/15 min), at end ${r.run.loadAverageEnd.join(' / ')}.`,
     '',
-    `Pre-trained model: ${r.checkpoint.dir.replace(ROOT, '')} (${formatCount(r.checkpoint.parameters)} parameters, character vocabulary). ` +
-      `Seeds: parameters ${o.seed}, data ${o.dataSeed}. Total time **${formatSeconds(r.totalSeconds)}**.`,
+    `Pre-trained model: \`${r.checkpoint.dir}\` (${formatCount(r.checkpoint.parameters)} parameters, character vocabulary${pretrainSummary(r.checkpoint.pretrain)}). ` +
+      `Seeds: parameters ${o.seed}, data ${o.dataSeed}. Total time **${formatSeconds(r.totalSeconds)}** (CPU ${formatSeconds(r.totalCpuSeconds)}).`,
     '',
   );
   out.push('## Language modelling on fiction', '');
@@ -781,63 +810,69 @@ export function renderMarkdown(r: DemoResult): string {
     '`AdamW state` is m and v for the trainable parameters (8 bytes each); `optimizer memory` is what the optimizer allocated on the GPU (measured: state, a gradient arena and the clipping norm, sized by the parameter arena its groups live in).',
     '',
   );
-  out.push('## A new task head: genre classification', '');
-  out.push(
-    `3 classes (${GENRE_CLASSES.map((c) => `${c.name}: ${c.genres.join('')}`).join('; ')}), snippets of ${o.clsSeq} characters; ${o.clsSteps} steps of ${o.clsBatch} snippets from ` +
-      `${GENRE_CLASSES.length * o.clsTrainPerClass} training snippets; accuracy on ${GENRE_CLASSES.length * o.clsValPerClass} snippets of held-out documents (balanced; chance 33.3 %, ` +
-      `the untrained head ${pct(r.baseClassificationAccuracy)}).`,
-    '',
-  );
-  out.push(
-    markdownTable(
-      ['method', 'trainable', '%', 'AdamW state', 'optimizer memory', 'steps/s', 'lr', 'accuracy', 'val. loss'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
-      r.classification.map((m) => [
-        m.name,
-        formatCount(m.trainable),
-        formatPercent(m.trainable / m.total),
-        formatBytes(m.optimizerStateBytes),
-        formatBytes(m.optimizerAllocatedBytes),
-        m.stepsPerSec.toFixed(2),
-        String(m.lr),
-        pct(m.accuracy),
-        f4(m.validationLoss),
-      ]),
-    ),
-  );
-  const d = r.dpo;
-  out.push('## DPO through LoRA', '');
-  out.push(
-    `LoRA r=${d.rank} on attention + MLP (${formatCount(d.trainable)} trainable, ${formatPercent(d.trainable / d.total)}), β = ${d.beta}, lr ${d.lr}, ${d.steps} steps of ${o.dpoBatch} pairs ` +
-      `(${d.stepsPerSec.toFixed(2)} steps/s). A pair: a ${o.dpoPromptLen}-character fiction prompt; chosen = its real ${o.dpoContinuationLen}-character continuation, rejected = ` +
-      `${o.dpoContinuationLen} characters from another document. The reference policy is the same model with its adapters disabled. Measured on ${o.dpoValPairs} pairs from held-out documents. ` +
-      `Before training the policy is the reference, so the implicit reward is 0 for every pair (reward accuracy 0 %, margin 0) by construction.`,
-    '',
-  );
-  out.push(
-    markdownTable(
-      ['', 'reward accuracy', 'reward margin', 'likelihood prefers chosen', 'log-likelihood margin', 'loss ID', 'loss OOD', 'loss PT'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
-      [
-        ['before (pre-trained)', pct(d.before.rewardAccuracy), f4(d.before.rewardMargin), pct(d.before.likelihoodAccuracy), f4(d.before.logLikelihoodMargin), f4(d.before.lm.id), f4(d.before.lm.ood), f4(d.before.lm.pt)],
-        ['after DPO', pct(d.after.rewardAccuracy), f4(d.after.rewardMargin), pct(d.after.likelihoodAccuracy), f4(d.after.logLikelihoodMargin), f4(d.after.lm.id), f4(d.after.lm.ood), f4(d.after.lm.pt)],
-      ],
-    ),
-  );
-  out.push('## WiSE-FT: weight interpolation', '');
-  out.push(
-    'θ(α) = (1 − α)·θ_pre + α·θ_ft, one lerp dispatch over the whole parameter arena per α; the merged LoRA model is the LoRA r=8 (attention + MLP) adapter folded into the weights (`mergeAndUnload`). Loss in nats per character.',
-    '',
-    '![WiSE-FT curves](wise-ft.png)',
-    '',
-  );
-  for (const s of r.wiseft) {
-    const bestOod = s.points.reduce((a, b) => (b.ood < a.ood ? b : a));
-    out.push(`**${s.method}** (lowest OOD loss at α = ${bestOod.alpha}):`, '');
+  if (r.classification.length) {
+    out.push('## A new task head: genre classification', '');
+    out.push(
+      `3 classes (${GENRE_CLASSES.map((c) => `${c.name}: ${c.genres.join('')}`).join('; ')}), snippets of ${o.clsSeq} characters; ${o.clsSteps} steps of ${o.clsBatch} snippets from ` +
+        `${GENRE_CLASSES.length * o.clsTrainPerClass} training snippets; accuracy on ${GENRE_CLASSES.length * o.clsValPerClass} snippets of held-out documents (balanced; chance 33.3 %, ` +
+        `the untrained head ${pct(r.baseClassificationAccuracy)}).`,
+      '',
+    );
     out.push(
       markdownTable(
-        ['α', 'loss ID', 'loss OOD', 'loss PT'].map((h) => ({ header: h, align: 'right' as const })),
-        s.points.map((p) => [p.alpha.toFixed(1), f4(p.id), f4(p.ood), f4(p.pt)]),
+        ['method', 'trainable', '%', 'AdamW state', 'optimizer memory', 'steps/s', 'lr', 'accuracy', 'val. loss'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
+        r.classification.map((m) => [
+          m.name,
+          formatCount(m.trainable),
+          formatPercent(m.trainable / m.total),
+          formatBytes(m.optimizerStateBytes),
+          formatBytes(m.optimizerAllocatedBytes),
+          m.stepsPerSec.toFixed(2),
+          String(m.lr),
+          pct(m.accuracy),
+          f4(m.validationLoss),
+        ]),
       ),
     );
+  }
+  const d = r.dpo;
+  if (d) {
+    out.push('## DPO through LoRA', '');
+    out.push(
+      `LoRA r=${d.rank} on attention + MLP (${formatCount(d.trainable)} trainable, ${formatPercent(d.trainable / d.total)}), β = ${d.beta}, lr ${d.lr}, ${d.steps} steps of ${o.dpoBatch} pairs ` +
+        `(${d.stepsPerSec.toFixed(2)} steps/s). A pair: a ${o.dpoPromptLen}-character fiction prompt; chosen = its real ${o.dpoContinuationLen}-character continuation, rejected = ` +
+        `${o.dpoContinuationLen} characters from another document. The reference policy is the same model with its adapters disabled. Measured on ${o.dpoValPairs} pairs from held-out documents. ` +
+        `Before training the policy is the reference, so the implicit reward is 0 for every pair (reward accuracy 0 %, margin 0) by construction.`,
+      '',
+    );
+    out.push(
+      markdownTable(
+        ['', 'reward accuracy', 'reward margin', 'likelihood prefers chosen', 'log-likelihood margin', 'loss ID', 'loss OOD', 'loss PT'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
+        [
+          ['before (pre-trained)', pct(d.before.rewardAccuracy), f4(d.before.rewardMargin), pct(d.before.likelihoodAccuracy), f4(d.before.logLikelihoodMargin), f4(d.before.lm.id), f4(d.before.lm.ood), f4(d.before.lm.pt)],
+          ['after DPO', pct(d.after.rewardAccuracy), f4(d.after.rewardMargin), pct(d.after.likelihoodAccuracy), f4(d.after.logLikelihoodMargin), f4(d.after.lm.id), f4(d.after.lm.ood), f4(d.after.lm.pt)],
+        ],
+      ),
+    );
+  }
+  if (r.wiseft.length) {
+    out.push('## WiSE-FT: weight interpolation', '');
+    out.push(
+      'θ(α) = (1 − α)·θ_pre + α·θ_ft, one lerp dispatch over the whole parameter arena per α; the merged LoRA model is the LoRA r=8 (attention + MLP) adapter folded into the weights (`mergeAndUnload`). Loss in nats per character.',
+      '',
+      '![WiSE-FT curves](wise-ft.png)',
+      '',
+    );
+    for (const s of r.wiseft) {
+      const bestOod = s.points.reduce((a, b) => (b.ood < a.ood ? b : a));
+      out.push(`**${s.method}** (lowest OOD loss at α = ${bestOod.alpha}):`, '');
+      out.push(
+        markdownTable(
+          ['α', 'loss ID', 'loss OOD', 'loss PT'].map((h) => ({ header: h, align: 'right' as const })),
+          s.points.map((p) => [p.alpha.toFixed(1), f4(p.id), f4(p.ood), f4(p.pt)]),
+        ),
+      );
+    }
   }
   out.push('## Samples', '');
   out.push(`Temperature ${o.sampleTemperature}, ${o.sampleChars} new characters, seeds ${o.seed}…; the prompt is in bold.`, '');
@@ -845,12 +880,27 @@ export function renderMarkdown(r: DemoResult): string {
   out.push('');
   out.push('## Where the time goes', '');
   out.push(
+    `Wall time and this process's CPU time (all threads, lavapipe's workers included) per phase. ${r.pipelines} compute pipelines were compiled, each on first use, inside the phase that first needed it. ` +
+      `On a shared machine the wall time grows with the load; the CPU time is the work.`,
+    '',
+  );
+  out.push(
     markdownTable(
-      [{ header: 'phase' }, { header: 'seconds', align: 'right' }, { header: 'share', align: 'right' }],
-      [...r.phases.map((p) => [p.name, p.seconds.toFixed(1), formatPercent(p.seconds / r.totalSeconds)]), ['total', r.totalSeconds.toFixed(1), '100%']],
+      [{ header: 'phase' }, { header: 'wall s', align: 'right' }, { header: 'share', align: 'right' }, { header: 'CPU s', align: 'right' }],
+      [
+        ...r.phases.map((p) => [p.name, p.seconds.toFixed(1), formatPercent(p.seconds / r.totalSeconds), p.cpuSeconds.toFixed(1)]),
+        ['total', r.totalSeconds.toFixed(1), '100%', r.totalCpuSeconds.toFixed(1)],
+      ],
     ),
   );
   return out.join('\n');
+}
+
+/** One clause about how the checkpoint was made, from its pretrain.json. */
+function pretrainSummary(rec: unknown): string {
+  const p = rec as Partial<{ steps: number; options: { batch: number; seq: number }; finalValidationLoss: number; wallSeconds: number; data: { genres: string[] } }> | undefined;
+  if (!p?.steps || !p.options || p.finalValidationLoss === undefined || p.wallSeconds === undefined) return '';
+  return `; \`npm run pretrain\`: ${p.steps} steps of ${p.options.batch} × ${p.options.seq} characters of non-fiction, validation loss ${p.finalValidationLoss.toFixed(4)}, ${formatSeconds(p.wallSeconds)}`;
 }
 
 function escapeMd(s: string): string {
@@ -874,11 +924,19 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
     .option('--eval-windows <n>', 'evaluation windows per set', posInt('eval-windows'))
     .option('--cls-steps <n>', 'classification steps per method', posInt('cls-steps'))
     .option('--dpo-steps <n>', 'DPO steps', posInt('dpo-steps'))
+    .option('--lr-full <x>', 'peak lr of full fine-tuning and the frozen half', nonNeg('lr-full'))
+    .option('--lr-adapter <x>', 'peak lr of LoRA and bottleneck adapters', nonNeg('lr-adapter'))
+    .option('--lr-probe <x>', 'peak lr of the linear probe', nonNeg('lr-probe'))
+    .option('--lr-dpo <x>', 'peak lr of DPO', nonNeg('lr-dpo'))
+    .option('--dpo-beta <x>', 'DPO β', nonNeg('dpo-beta'))
+    .option('--only <parts>', 'run only these parts: lm, cls, dpo (comma-separated)')
     .option('--seed <n>', 'seed of new parameters (adapters, heads)', nonNeg('seed'))
     .option('--data-seed <n>', 'seed of batches, snippets and pairs', nonNeg('data-seed'))
     .parse(argv, { from: 'user' });
   const f = p.opts<Record<string, number | string | boolean | undefined>>();
-  const o: DemoOptions = { ...d, ...(f.quick ? QUICK : {}), checkpoint: resolve(f.checkpoint as string), out: resolve(f.out as string) };
+  // A quick run must not overwrite the committed results: it writes to a temporary folder unless --out says otherwise.
+  const out = p.getOptionValueSource('out') === 'default' && f.quick ? join(tmpdir(), 'webgpu-lora-demo-quick') : (f.out as string);
+  const o: DemoOptions = { ...d, ...(f.quick ? QUICK : {}), checkpoint: resolve(f.checkpoint as string), out: resolve(out) };
   const k = f.scale as number;
   o.steps *= k;
   o.clsSteps *= k;
@@ -896,6 +954,16 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
   set('evalWindows', f.evalWindows);
   set('clsSteps', f.clsSteps);
   set('dpoSteps', f.dpoSteps);
+  set('lrFull', f.lrFull);
+  set('lrAdapter', f.lrAdapter);
+  set('lrProbe', f.lrProbe);
+  set('lrDpo', f.lrDpo);
+  set('dpoBeta', f.dpoBeta);
+  if (f.only !== undefined) {
+    const parts = String(f.only).split(',').map((x) => x.trim());
+    for (const x of parts) if (!['lm', 'cls', 'dpo'].includes(x)) throw new Error(`--only ${f.only}: '${x}' is not one of lm, cls, dpo`);
+    o.parts = parts as DemoOptions['parts'];
+  }
   set('seed', f.seed);
   set('dataSeed', f.dataSeed);
   return o;

@@ -163,7 +163,7 @@ describe('npm run demo (tiny)', () => {
   });
 
   it('DPO: the reference is the model with adapters disabled, so the first loss is ln 2; the reward margin grows', () => {
-    const { dpo } = demo.result;
+    const dpo = demo.result.dpo!;
     expect(dpo.losses).toHaveLength(QUICK.dpoSteps!);
     // z = 0 at the first step (B = 0: policy = reference), −log σ(0) = ln 2, up to the fused LoRA kernel's rounding.
     expect(Math.abs(dpo.losses[0]! - Math.LN2)).toBeLessThan(1e-4);
