@@ -87,7 +87,8 @@ export interface DemoOptions {
   clsSeq: number;
   clsTrainPerClass: number;
   clsValPerClass: number;
-  lrProbe: number;
+  /** Peak lr of the new classification head (all three methods; the probe trains nothing else). */
+  lrHead: number;
   /** DPO. */
   dpoSteps: number;
   /** Pairs per step. */
@@ -112,29 +113,29 @@ export const DEMO_DEFAULTS: DemoOptions = {
   out: join(ROOT, 'examples/results'),
   seed: 0,
   dataSeed: 42,
-  steps: 40,
+  steps: 24,
   batch: 8,
   seq: 64,
   lrFull: 1e-3,
   lrAdapter: 5e-3,
-  evalWindows: 32,
-  evalBatch: 32,
-  clsSteps: 40,
+  evalWindows: 16,
+  evalBatch: 16,
+  clsSteps: 20,
   clsBatch: 8,
   clsSeq: 64,
   clsTrainPerClass: 200,
-  clsValPerClass: 64,
-  lrProbe: 3e-2,
-  dpoSteps: 24,
+  clsValPerClass: 48,
+  lrHead: 3e-3,
+  dpoSteps: 12,
   dpoBatch: 8,
   dpoPromptLen: 32,
   dpoContinuationLen: 32,
   dpoBeta: 0.1,
-  lrDpo: 5e-3,
+  lrDpo: 2e-3,
   dpoValPairs: 64,
   alphas: [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1],
   samplePrompts: ['"I don\'t know," she said', 'The committee reported that'],
-  sampleChars: 60,
+  sampleChars: 40,
   sampleTemperature: 0.7,
   parts: ['lm', 'cls', 'dpo'],
 };
@@ -195,15 +196,19 @@ export interface LmMethodResult extends Cost {
 export interface ClsMethodResult extends Cost {
   key: string;
   name: string;
+  /** Peak lr of the body (the probe's body is frozen) and of the new head. */
   lr: number;
+  headLr: number;
   trainLossStart: number;
   trainLossEnd: number;
   accuracy: number;
   validationLoss: number;
 }
 
-export interface DpoMetrics {
-  /** Pairs whose implicit reward β·[(log π − log π_ref)(chosen) − (… )(rejected)] is > 0. */
+/** DPO's numbers on one set of pairs. */
+export interface PreferenceMetrics {
+  pairs: number;
+  /** Pairs whose implicit reward difference β·[(log π − log π_ref)(chosen) − (log π − log π_ref)(rejected)] is > 0. */
   rewardAccuracy: number;
   /** Mean of that reward difference. */
   rewardMargin: number;
@@ -211,6 +216,13 @@ export interface DpoMetrics {
   likelihoodAccuracy: number;
   /** Mean log π(chosen) − log π(rejected), nats per continuation. */
   logLikelihoodMargin: number;
+}
+
+export interface DpoMetrics {
+  /** Pairs from held-out documents. */
+  heldOut: PreferenceMetrics;
+  /** The first training pairs (those of the first steps): what DPO optimised. */
+  train: PreferenceMetrics;
   lm: EvalLosses;
 }
 
@@ -233,7 +245,6 @@ export interface DemoResult {
   checkpoint: { dir: string; parameters: number; config: Record<string, unknown>; pretrain?: unknown };
   data: { idTrainCharacters: number; evalCharacters: EvalLosses };
   base: EvalLosses;
-  baseClassificationAccuracy: number;
   lm: LmMethodResult[];
   classification: ClsMethodResult[];
   dpo: DpoResult | null;
@@ -266,7 +277,9 @@ const PHASE = {
   lm: 'training: language model, 7 methods',
   cls: 'training: classification, 3 methods',
   dpo: 'training: DPO',
-  eval: 'evaluation (fixed windows, held-out snippets and pairs)',
+  eval: 'evaluation: language model (3 sets of fixed windows)',
+  evalCls: 'evaluation: classification (held-out snippets)',
+  evalDpo: 'evaluation: DPO (preference pairs)',
   sweep: 'WiSE-FT sweeps',
   samples: 'sample generation',
   write: 'writing results (adapter, plot, tables)',
@@ -353,6 +366,12 @@ function pairBatch(pairs: PreferencePairs, start: number, B: number, V: number):
   return { ids, mask, T };
 }
 
+/** The first `n` pairs of a set. */
+function headPairs(p: PreferencePairs, n: number): PreferencePairs {
+  const { promptLen: P, continuationLen: C } = p;
+  return { ...p, count: n, prompt: p.prompt.subarray(0, n * P), chosen: p.chosen.subarray(0, n * C), rejected: p.rejected.subarray(0, n * C), sources: p.sources.slice(0, n) };
+}
+
 /** Σ over each row of mask ⊙ log_softmax(logits): the continuation log-likelihoods, [rows, 1]. */
 function sequenceLogProbs(ctx: GpuContext, model: GPT2LMHeadModel, ids: Int32Array, rows: number, T: number, mask: Tensor, ones: Tensor): Tensor {
   const V = model.config.vocab_size;
@@ -361,8 +380,12 @@ function sequenceLogProbs(ctx: GpuContext, model: GPT2LMHeadModel, ids: Int32Arr
   return ops.matmul(ctx, picked, ones);
 }
 
-/** DPO metrics on a set of pairs (policy = the model as it is; reference = adapters disabled). */
-async function dpoMetrics(ctx: GpuContext, peft: PeftModel<GPT2LMHeadModel>, pairs: PreferencePairs, batch: number, beta: number): Promise<Omit<DpoMetrics, 'lm'>> {
+/**
+ * DPO metrics on a set of pairs: policy = the model as it is, reference = adapters disabled.
+ * Without `reference` (before training, when the policy is the reference) the reference pass is
+ * skipped and the rewards are 0 by definition.
+ */
+async function dpoMetrics(ctx: GpuContext, peft: PeftModel<GPT2LMHeadModel>, pairs: PreferencePairs, batch: number, beta: number, reference: boolean): Promise<PreferenceMetrics> {
   const model = peft.model;
   const V = model.config.vocab_size;
   const was = model.training;
@@ -376,13 +399,14 @@ async function dpoMetrics(ctx: GpuContext, peft: PeftModel<GPT2LMHeadModel>, pai
         noGrad(ctx, () => {
           const m = ctx.tensor(mask, [2 * B, T, V], 'f32', 'dpo.mask');
           const ones = ctx.tensor(new Float32Array(T * V).fill(1), [T * V, 1], 'f32', 'dpo.ones');
-          return [sequenceLogProbs(ctx, model, ids, 2 * B, T, m, ones), peft.withAdaptersDisabled(() => sequenceLogProbs(ctx, model, ids, 2 * B, T, m, ones))];
+          const p = sequenceLogProbs(ctx, model, ids, 2 * B, T, m, ones);
+          return [p, reference ? peft.withAdaptersDisabled(() => sequenceLogProbs(ctx, model, ids, 2 * B, T, m, ones)) : p];
         }),
       );
       parts.push({ rows: B, pol: pol!, ref: ref! });
     }
     const pol = await Promise.all(parts.map((p) => p.pol.read()));
-    const ref = await Promise.all(parts.map((p) => p.ref.read()));
+    const ref = reference ? await Promise.all(parts.map((p) => p.ref.read())) : pol;
     parts.forEach((p) => (p.pol.dispose(), p.ref.dispose()));
     let rewardWins = 0;
     let margin = 0;
@@ -401,7 +425,7 @@ async function dpoMetrics(ctx: GpuContext, peft: PeftModel<GPT2LMHeadModel>, pai
       }
     });
     const n = pairs.count;
-    return { rewardAccuracy: rewardWins / n, rewardMargin: margin / n, likelihoodAccuracy: likeWins / n, logLikelihoodMargin: likeMargin / n };
+    return { pairs: n, rewardAccuracy: rewardWins / n, rewardMargin: margin / n, likelihoodAccuracy: likeWins / n, logLikelihoodMargin: likeMargin / n };
   } finally {
     model.train(was);
   }
@@ -568,19 +592,20 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
     // ---- a new task head: genre classification
     const classification: ClsMethodResult[] = [];
     const loadCls = () => timer.time(PHASE.load, async () => (await loadGPT2(ctx, o.checkpoint, { task: 'seq_cls', numLabels: GENRE_CLASSES.length, padTokenId: vocab.pad, seed: o.seed })).model);
-    let baseClassificationAccuracy = NaN;
     for (const m of !o.parts.includes('cls') ? [] : [
-      { key: 'probe', name: 'linear probe (body frozen, new head)', lr: o.lrProbe },
+      { key: 'probe', name: 'linear probe (body frozen, new head)', lr: o.lrHead },
       { key: 'lora-head', name: 'LoRA r=8 (attention + MLP) + trained head', lr: o.lrAdapter },
       { key: 'full', name: 'full fine-tuning', lr: o.lrFull },
     ]) {
       const model = await loadCls();
-      if (m.key === 'probe') baseClassificationAccuracy = (await timer.time(PHASE.eval, () => classify(ctx, model, cls.val, 32))).accuracy;
       let peft: PeftModel<GPT2ForSequenceClassification> | null = null;
       if (m.key === 'probe') linearProbe(model, ['score']);
       if (m.key === 'lora-head') peft = getPeftModel(model, { task_type: 'SEQ_CLS', r: 8, lora_alpha: 16, target_modules: ATTN_MLP, modules_to_save: ['score'] }, 'default', { seed: o.seed, warn: () => {} });
       const counts = peft ? peft.trainableParameters() : { trainable: model.numParameters({ trainable: true }), total: model.numParameters() };
       const groups = decayGroups(model, 0);
+      // The new head starts from N(0, 0.02²): it gets its own (higher) lr in every method, the body the method's.
+      const head = new Set(model.namedTrainable().filter(([n]) => n.startsWith('score.')).map(([, t]) => t));
+      for (const g of groups) if (head.has(g.params)) g.lr = o.lrHead;
       const params = groups.map((g) => g.params);
       const { value: opt, bytes } = allocatedBy(ctx, () => new AdamW(ctx, groups, { lr: m.lr, maxGradNorm: 1, weightDecay: 0 }));
       const B = o.clsBatch;
@@ -608,11 +633,12 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
         }),
       );
       opt.dispose();
-      const acc = await timer.time(PHASE.eval, () => classify(ctx, model, cls.val, 32));
+      const acc = await timer.time(PHASE.evalCls, () => classify(ctx, model, cls.val, 48));
       classification.push({
         key: m.key,
         name: m.name,
         lr: m.lr,
+        headLr: o.lrHead,
         trainable: counts.trainable,
         total: counts.total,
         percent: (100 * counts.trainable) / counts.total,
@@ -637,7 +663,13 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       const rank = 8;
       const peft = getPeftModel(model, { task_type: 'CAUSAL_LM', r: rank, lora_alpha: 2 * rank, target_modules: ATTN_MLP }, 'default', { seed: o.seed, warn: () => {} });
       const counts = peft.trainableParameters();
-      const before = { ...(await timer.time(PHASE.eval, () => dpoMetrics(ctx, peft, pairs.val, 16, o.dpoBeta))), lm: baseEval };
+      const trainSeen = headPairs(pairs.train, Math.min(Math.ceil(o.dpoValPairs / 2), pairs.train.count));
+      const prefs = (reference: boolean) =>
+        timer.time(PHASE.evalDpo, async () => ({
+          heldOut: await dpoMetrics(ctx, peft, pairs.val, 16, o.dpoBeta, reference),
+          train: await dpoMetrics(ctx, peft, trainSeen, 16, o.dpoBeta, reference),
+        }));
+      const before: DpoMetrics = { ...(await prefs(false)), lm: baseEval };
       const groups = decayGroups(model, 0);
       const params = groups.map((g) => g.params);
       const { value: opt, bytes } = allocatedBy(ctx, () => new AdamW(ctx, groups, { lr: o.lrDpo, maxGradNorm: 1, weightDecay: 0 }));
@@ -671,9 +703,11 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       opt.dispose();
       ones.dispose();
       zeros.dispose();
-      const afterPrefs = await timer.time(PHASE.eval, () => dpoMetrics(ctx, peft, pairs.val, 16, o.dpoBeta));
-      const afterLm = await timer.time(PHASE.eval, () => evalAll(ctx, model, sets, o.evalBatch));
-      log(`demo: DPO: reward accuracy ${(100 * afterPrefs.rewardAccuracy).toFixed(1)}%, margin ${afterPrefs.rewardMargin.toFixed(4)}; likelihood preference ${(100 * before.likelihoodAccuracy).toFixed(1)}% -> ${(100 * afterPrefs.likelihoodAccuracy).toFixed(1)}%`);
+      const after: DpoMetrics = { ...(await prefs(true)), lm: await timer.time(PHASE.eval, () => evalAll(ctx, model, sets, o.evalBatch)) };
+      log(
+        `demo: DPO: reward accuracy ${pct(after.train.rewardAccuracy)} on training pairs, ${pct(after.heldOut.rewardAccuracy)} on held-out pairs; ` +
+          `likelihood prefers chosen (held-out) ${pct(before.heldOut.likelihoodAccuracy)} -> ${pct(after.heldOut.likelihoodAccuracy)}`,
+      );
       peft.dispose();
       model.dispose();
       return {
@@ -689,7 +723,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
         trainSeconds: r.seconds,
         stepsPerSec: r.stepsPerSec,
         before,
-        after: { ...afterPrefs, lm: afterLm },
+        after,
         losses: r.losses,
       };
     })();
@@ -706,7 +740,6 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
       checkpoint: { ...checkpointInfo, dir: rel(checkpointInfo.dir)!, pretrain: pretrainRecord },
       data: { idTrainCharacters: idTrain.length, evalCharacters: { id: o.evalWindows * o.seq, ood: o.evalWindows * o.seq, pt: o.evalWindows * o.seq } },
       base: baseEval,
-      baseClassificationAccuracy,
       lm,
       classification,
       dpo,
@@ -813,14 +846,13 @@ export function renderMarkdown(r: DemoResult): string {
   if (r.classification.length) {
     out.push('## A new task head: genre classification', '');
     out.push(
-      `3 classes (${GENRE_CLASSES.map((c) => `${c.name}: ${c.genres.join('')}`).join('; ')}), snippets of ${o.clsSeq} characters; ${o.clsSteps} steps of ${o.clsBatch} snippets from ` +
-        `${GENRE_CLASSES.length * o.clsTrainPerClass} training snippets; accuracy on ${GENRE_CLASSES.length * o.clsValPerClass} snippets of held-out documents (balanced; chance 33.3 %, ` +
-        `the untrained head ${pct(r.baseClassificationAccuracy)}).`,
+      `3 classes (${GENRE_CLASSES.map((c) => `${c.name}: ${c.genres.join('')}`).join('; ')}), snippets of ${o.clsSeq} characters; ${o.clsSteps} steps of ${o.clsBatch} snippets taken in order from a shuffled, balanced pool of ` +
+        `${GENRE_CLASSES.length * o.clsTrainPerClass} training snippets; accuracy on ${GENRE_CLASSES.length * o.clsValPerClass} snippets of held-out documents (balanced: chance is 33.3 %).`,
       '',
     );
     out.push(
       markdownTable(
-        ['method', 'trainable', '%', 'AdamW state', 'optimizer memory', 'steps/s', 'lr', 'accuracy', 'val. loss'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
+        ['method', 'trainable', '%', 'AdamW state', 'optimizer memory', 'steps/s', 'lr body / head', 'accuracy', 'val. loss'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
         r.classification.map((m) => [
           m.name,
           formatCount(m.trainable),
@@ -828,7 +860,7 @@ export function renderMarkdown(r: DemoResult): string {
           formatBytes(m.optimizerStateBytes),
           formatBytes(m.optimizerAllocatedBytes),
           m.stepsPerSec.toFixed(2),
-          String(m.lr),
+          `${m.key === 'probe' ? '–' : m.lr} / ${m.headLr}`,
           pct(m.accuracy),
           f4(m.validationLoss),
         ]),
@@ -841,16 +873,29 @@ export function renderMarkdown(r: DemoResult): string {
     out.push(
       `LoRA r=${d.rank} on attention + MLP (${formatCount(d.trainable)} trainable, ${formatPercent(d.trainable / d.total)}), β = ${d.beta}, lr ${d.lr}, ${d.steps} steps of ${o.dpoBatch} pairs ` +
         `(${d.stepsPerSec.toFixed(2)} steps/s). A pair: a ${o.dpoPromptLen}-character fiction prompt; chosen = its real ${o.dpoContinuationLen}-character continuation, rejected = ` +
-        `${o.dpoContinuationLen} characters from another document. The reference policy is the same model with its adapters disabled. Measured on ${o.dpoValPairs} pairs from held-out documents. ` +
-        `Before training the policy is the reference, so the implicit reward is 0 for every pair (reward accuracy 0 %, margin 0) by construction.`,
+        `${o.dpoContinuationLen} characters from another document. The reference policy is the same model with its adapters disabled. ` +
+        `Before training the policy is the reference, so every implicit reward is 0 by definition (reward accuracy 0 %, margin 0; not computed); the likelihood columns are the model's own preference.`,
       '',
     );
     out.push(
       markdownTable(
-        ['', 'reward accuracy', 'reward margin', 'likelihood prefers chosen', 'log-likelihood margin', 'loss ID', 'loss OOD', 'loss PT'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
+        ['', 'pairs', 'reward accuracy', 'reward margin', 'likelihood prefers chosen', 'log-likelihood margin'].map((h, i) => ({ header: h, align: i < 2 ? ('left' as const) : ('right' as const) })),
+        (['heldOut', 'train'] as const).flatMap((set) =>
+          (['before', 'after'] as const).map((when) => {
+            const m = d[when][set];
+            const what = set === 'heldOut' ? `${m.pairs} from held-out documents` : `the first ${m.pairs} training pairs`;
+            return [when === 'before' ? 'before (pre-trained)' : 'after DPO', what, pct(m.rewardAccuracy), f4(m.rewardMargin), pct(m.likelihoodAccuracy), f4(m.logLikelihoodMargin)];
+          }),
+        ),
+      ),
+    );
+    out.push('What DPO does to the language model (loss in nats per character, as in the first table):', '');
+    out.push(
+      markdownTable(
+        ['', 'loss ID', 'loss OOD', 'loss PT'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
         [
-          ['before (pre-trained)', pct(d.before.rewardAccuracy), f4(d.before.rewardMargin), pct(d.before.likelihoodAccuracy), f4(d.before.logLikelihoodMargin), f4(d.before.lm.id), f4(d.before.lm.ood), f4(d.before.lm.pt)],
-          ['after DPO', pct(d.after.rewardAccuracy), f4(d.after.rewardMargin), pct(d.after.likelihoodAccuracy), f4(d.after.logLikelihoodMargin), f4(d.after.lm.id), f4(d.after.lm.ood), f4(d.after.lm.pt)],
+          ['before (pre-trained)', f4(d.before.lm.id), f4(d.before.lm.ood), f4(d.before.lm.pt)],
+          ['after DPO', delta(d.after.lm.id, d.before.lm.id), delta(d.after.lm.ood, d.before.lm.ood), delta(d.after.lm.pt, d.before.lm.pt)],
         ],
       ),
     );
@@ -923,12 +968,16 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
     .option('--scale <k>', 'k× steps of every method and k× evaluation windows (a real GPU)', posInt('scale'), 1)
     .option('--eval-windows <n>', 'evaluation windows per set', posInt('eval-windows'))
     .option('--cls-steps <n>', 'classification steps per method', posInt('cls-steps'))
+    .option('--cls-batch <n>', 'snippets per classification step', posInt('cls-batch'))
+    .option('--cls-seq <n>', 'characters per snippet', posInt('cls-seq'))
     .option('--dpo-steps <n>', 'DPO steps', posInt('dpo-steps'))
     .option('--lr-full <x>', 'peak lr of full fine-tuning and the frozen half', nonNeg('lr-full'))
     .option('--lr-adapter <x>', 'peak lr of LoRA and bottleneck adapters', nonNeg('lr-adapter'))
-    .option('--lr-probe <x>', 'peak lr of the linear probe', nonNeg('lr-probe'))
+    .option('--lr-head <x>', 'peak lr of the new classification head', nonNeg('lr-head'))
     .option('--lr-dpo <x>', 'peak lr of DPO', nonNeg('lr-dpo'))
     .option('--dpo-beta <x>', 'DPO β', nonNeg('dpo-beta'))
+    .option('--dpo-prompt <n>', 'DPO prompt characters', posInt('dpo-prompt'))
+    .option('--dpo-continuation <n>', 'DPO continuation characters', posInt('dpo-continuation'))
     .option('--only <parts>', 'run only these parts: lm, cls, dpo (comma-separated)')
     .option('--seed <n>', 'seed of new parameters (adapters, heads)', nonNeg('seed'))
     .option('--data-seed <n>', 'seed of batches, snippets and pairs', nonNeg('data-seed'))
@@ -953,12 +1002,16 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
   set('seq', f.seq);
   set('evalWindows', f.evalWindows);
   set('clsSteps', f.clsSteps);
+  set('clsBatch', f.clsBatch);
+  set('clsSeq', f.clsSeq);
   set('dpoSteps', f.dpoSteps);
   set('lrFull', f.lrFull);
   set('lrAdapter', f.lrAdapter);
-  set('lrProbe', f.lrProbe);
+  set('lrHead', f.lrHead);
   set('lrDpo', f.lrDpo);
   set('dpoBeta', f.dpoBeta);
+  set('dpoPromptLen', f.dpoPrompt);
+  set('dpoContinuationLen', f.dpoContinuation);
   if (f.only !== undefined) {
     const parts = String(f.only).split(',').map((x) => x.trim());
     for (const x of parts) if (!['lm', 'cls', 'dpo'].includes(x)) throw new Error(`--only ${f.only}: '${x}' is not one of lm, cls, dpo`);
