@@ -16,7 +16,7 @@ import { backward, grad, noGrad, zeroGrad } from '../src/autograd/tape.js';
 import type { Module } from '../src/nn/module.js';
 import type { GPT2LMHeadModel } from '../src/nn/gpt2.js';
 import { optimizerGroups } from '../src/peft/freeze.js';
-import type { AdamW, ParamGroup } from '../src/optim/optimizer.js';
+import type { AdamW, ParamGroup } from '../src/kernels/optim.js';
 import { batchesOf, type LmBatch } from './lib/brown.js';
 import { createProgress, type ProgressStream } from './lib/progress.js';
 

@@ -34,7 +34,7 @@ import * as ops from '../src/autograd/ops.js';
 import { noGrad } from '../src/autograd/tape.js';
 import { generate } from '../src/nn/generate.js';
 import type { GPT2ForSequenceClassification, GPT2LMHeadModel } from '../src/nn/gpt2.js';
-import { AdamW, schedules } from '../src/optim/optimizer.js';
+import { AdamW, schedules } from '../src/kernels/optim.js';
 import { addBottleneckAdapters } from '../src/peft/bottleneck.js';
 import { freeze, linearProbe } from '../src/peft/freeze.js';
 import { interpolationSweep, snapshot } from '../src/peft/interpolate.js';

@@ -18,7 +18,7 @@ import { Command } from 'commander';
 import { createContext, saveGPT2, writeFileAtomic } from '../src/node.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { GPT2LMHeadModel, gpt2Config, type GPT2Config } from '../src/nn/gpt2.js';
-import { AdamW, schedules } from '../src/optim/optimizer.js';
+import { AdamW, schedules } from '../src/kernels/optim.js';
 import { CharVocab, evalWindows, lmBatches, loadBrown, PRETRAIN_GENRES, splitTokens } from './lib/brown.js';
 import type { ProgressStream } from './lib/progress.js';
 import { formatSeconds } from './lib/table.js';
