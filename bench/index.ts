@@ -1,6 +1,7 @@
 /**
  * npm run bench [-- --sizes 128,256,512,1024] [--large] [--suites matmul,transb,dispatch,elementwise,norm,softmax,embedding,optim,lora,step,peers]
  *                [--f16] [--profile] [--dawn-polling] [--out file.json]
+ * npm run bench -- --suites models [--model-rounds 5] [--profile]   (GPT-2 training steps against tfjs-webgpu; minutes on lavapipe)
  *
  * Prints one table (wall and GPU medians, GFLOP/s or GB/s) and writes
  * bench/results/<adapter>.json. Wall times of matmul rows include reading C back,
@@ -23,6 +24,7 @@ import { median, printTable, type Row, wallTime } from './lib.js';
 import { chunkedSuite } from './chunked.js';
 import { embeddingSuite, normSuite, softmaxSuite } from './kernels.js';
 import { loraSuite, makeTimer } from './lora.js';
+import { modelSuite } from './models.js';
 import { jaxStep, stepRatioSuite, stepSuite, tfjsStep } from './step.js';
 import { jaxMatmul, tfjsMatmul } from './peers.js';
 
@@ -42,6 +44,8 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     // Rounds of the interleaved step ratio against tfjs-webgpu (suites step and peers).
     'ratio-rounds': { type: 'string', default: '10' },
+    // Rounds of the model suite (each times every configuration once; a step takes seconds on lavapipe).
+    'model-rounds': { type: 'string', default: '5' },
   },
 });
 const sizes = args.sizes!.split(',').map(Number);
@@ -257,6 +261,7 @@ async function main(): Promise<void> {
   if (suites.has('chunked')) await chunkedSuite(ctx, rows, maxTime);
   if (suites.has('lora')) await loraSuite(ctx, rows, maxTime);
   if (suites.has('step')) await stepSuite(ctx, rows, maxTime, args.profile);
+  if (suites.has('models')) await modelSuite(ctx, rows, { rounds: Number(args['model-rounds']), roundTime: 0.5, tensRounds: 3, profile: args.profile! });
   if (suites.has('peers')) {
     const peers: [string, () => Promise<Row[]>][] = [
       ['tfjs-webgpu', () => tfjsMatmul(sizes, maxTime)],

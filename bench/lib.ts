@@ -22,12 +22,16 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** Median wall time (ms) of the async `fn`, measured with benchmark.js (deferred). */
-export function wallTime(name: string, fn: () => Promise<unknown>, maxTime = 1.5): Promise<number> {
+/**
+ * Median wall time (ms) of the async `fn`, measured with benchmark.js (deferred): at least
+ * `minSamples` runs (fewer for steps of seconds, timed in interleaved rounds), and more until
+ * `maxTime` seconds have passed.
+ */
+export function wallTime(name: string, fn: () => Promise<unknown>, maxTime = 1.5, minSamples = 5): Promise<number> {
   return new Promise((resolve, reject) => {
     const b = new Benchmark(name, {
       defer: true,
-      minSamples: 5,
+      minSamples,
       maxTime,
       initCount: 1,
       fn: (deferred: { resolve(): void }) => {
