@@ -257,7 +257,8 @@ async function trainRun(): Promise<void> {
   const wanted = adapterSettings();
   const cur = s.adapterSettings;
   if (s.adapterSteps === 0 && (wanted.rank !== cur.rank || wanted.targets !== cur.targets)) s.resetAdapter(wanted);
-  const settings = { steps: num('steps', 1), batch: num('batch', 1, 512), seqLen: num('seq', 2, s.maxSeqLen), lr: num('lr', 0, 10, false), seed: 1 };
+  const steps = num('steps', 1);
+  const settings = { steps, batch: num('batch', 1, 512), seqLen: num('seq', 2, s.maxSeqLen), lr: num('lr', 0, 10, false), seed: 1, heldOutEvery: Math.max(1, Math.round(steps / 10)) };
   await refreshBefore();
   showAdapterInfo();
   setStatus('training… (the first steps compile the kernels)');
@@ -270,7 +271,8 @@ async function trainRun(): Promise<void> {
       split!,
       settings,
       (p) => {
-        chart.push(p.losses);
+        chart.push(p.losses, p.heldOut);
+        if (p.heldOut !== undefined) $('s-val').textContent = fmt(p.heldOut);
         const last = chart.values.slice(-10);
         $('s-step').textContent = `${s.adapterSteps ?? p.step}`;
         $('s-loss').textContent = fmt(last.reduce((a, b) => a + b, 0) / last.length);

@@ -37,6 +37,8 @@ export class LossChart {
   private readonly height = 220;
   private readonly pad = { left: 44, right: 12, top: 12, bottom: 28 };
   private losses: number[] = [];
+  /** Held-out losses with the step (1-based) they were scored after. */
+  private heldOut: { step: number; loss: number }[] = [];
 
   constructor(host: HTMLElement) {
     this.svg = el('svg', { viewBox: `0 0 ${this.width} ${this.height}`, role: 'img', 'aria-label': 'training loss per step' });
@@ -47,11 +49,14 @@ export class LossChart {
 
   clear(): void {
     this.losses = [];
+    this.heldOut = [];
     this.draw();
   }
 
-  push(losses: readonly number[]): void {
+  /** The next steps' batch losses, and the held-out loss after the last of them, if scored. */
+  push(losses: readonly number[], heldOut?: number): void {
     this.losses.push(...losses);
+    if (heldOut !== undefined && this.losses.length) this.heldOut.push({ step: this.losses.length, loss: heldOut });
     this.draw();
   }
 
@@ -67,7 +72,7 @@ export class LossChart {
     const y0 = H - pad.bottom;
     const y1 = pad.top;
     const n = this.losses.length;
-    const finite = this.losses.filter(Number.isFinite);
+    const finite = [...this.losses, ...this.heldOut.map((h) => h.loss)].filter(Number.isFinite);
     let lo = finite.length ? Math.min(...finite) : 0;
     let hi = finite.length ? Math.max(...finite) : 1;
     if (hi - lo < 1e-6) {
@@ -77,25 +82,29 @@ export class LossChart {
     const step = niceStep(lo, hi, 4);
     lo = Math.floor(lo / step) * step;
     hi = Math.ceil(hi / step) * step;
-    const xs = Math.max(n, 2);
-    const px = (i: number) => x0 + ((x1 - x0) * i) / (xs - 1);
-    const py = (v: number) => y0 - ((y0 - y1) * (v - lo)) / (hi - lo);
+    const last = Math.max(n, 2);
+    const px = (s: number) => x0 + ((x1 - x0) * (s - 1)) / (last - 1);
+    const py = (v: number) => y0 - ((y0 - y1) * ((Number.isFinite(v) ? v : hi) - lo)) / (hi - lo);
     const axis = el('g', { class: 'axis' }, svg);
     for (let v = lo; v <= hi + step / 2; v += step) {
       el('line', { x1: x0, x2: x1, y1: py(v), y2: py(v), class: 'grid' }, axis);
       const t = el('text', { x: x0 - 6, y: py(v) + 4, 'text-anchor': 'end' }, axis);
       t.textContent = v.toFixed(step < 0.1 ? 2 : 1);
     }
-    const xstep = niceStep(0, Math.max(n, 1), 5);
-    for (let s = 0; s <= n; s += Math.max(1, xstep)) {
-      const t = el('text', { x: px(Math.max(0, s - 1)), y: y0 + 18, 'text-anchor': 'middle' }, axis);
-      t.textContent = String(s === 0 ? 1 : s);
+    const xstep = Math.max(1, niceStep(0, last, 5));
+    for (const s of [1, ...Array.from({ length: Math.floor(last / xstep) }, (_, k) => (k + 1) * xstep)]) {
+      const t = el('text', { x: px(s), y: y0 + 18, 'text-anchor': 'middle' }, axis);
+      t.textContent = String(s);
     }
     const label = el('text', { x: x1, y: y1 + 10, 'text-anchor': 'end', class: 'label' }, axis);
-    label.textContent = n ? `loss per step (nats/char) · ${n} steps` : 'loss per step (nats/char): train to see it';
+    label.textContent = n ? `nats/char · batch loss, its mean, ● held-out` : 'loss per step (nats/char): train to see it';
     if (!n) return;
-    const pts = (vals: readonly number[]) => vals.map((v, i) => `${px(i).toFixed(1)},${py(Number.isFinite(v) ? v : hi).toFixed(1)}`).join(' ');
+    const pts = (vals: readonly number[]) => vals.map((v, i) => `${px(i + 1).toFixed(1)},${py(v).toFixed(1)}`).join(' ');
     el('polyline', { points: pts(this.losses), class: 'raw' }, svg);
     el('polyline', { points: pts(trailingMean(this.losses, Math.max(1, Math.min(20, Math.floor(n / 5))))), class: 'smooth' }, svg);
+    if (this.heldOut.length) {
+      el('polyline', { points: this.heldOut.map((h) => `${px(h.step).toFixed(1)},${py(h.loss).toFixed(1)}`).join(' '), class: 'heldout' }, svg);
+      for (const h of this.heldOut) el('circle', { cx: px(h.step), cy: py(h.loss), r: 3, class: 'heldout' }, svg);
+    }
   }
 }

@@ -64,6 +64,8 @@ export interface TrainSettings {
   lr: number;
   /** Seed of the window sampler. */
   seed: number;
+  /** Score the held-out text every this many steps and at the end (0: never). */
+  heldOutEvery?: number;
 }
 
 /** One report from the training loop (losses arrive in groups, read back together). */
@@ -72,8 +74,11 @@ export interface TrainProgress {
   step: number;
   /** Losses of the steps read back since the last report, in step order. */
   losses: number[];
+  /** Training throughput, held-out scoring not counted. */
   stepsPerSecond: number;
   tokensPerSecond: number;
+  /** The held-out loss after `step` steps of this run, when it was scored with this report. */
+  heldOut?: number;
 }
 
 /** Text cut into a training part and a held-out tail, encoded. */
@@ -283,7 +288,8 @@ export class Session {
    * Train the adapter for `s.steps` steps (AdamW, clipped at norm 1, no weight decay), each step
    * one submit. Losses are read back in groups (every 4 steps or 250 ms, whichever comes first),
    * which also keeps the queue from running far ahead of the GPU; the loop yields to the event
-   * loop after every step, and `stop()` is checked before each.
+   * loop after every step, and `stop()` is checked before each. The held-out loss (every
+   * `heldOutEvery` steps) is a forward over fixed windows: a smoother curve than the batches'.
    */
   async train(data: TextSplit, s: TrainSettings, onProgress: (p: TrainProgress) => void, stop: () => boolean): Promise<number> {
     const { batch: B, seqLen: T } = s;
@@ -303,6 +309,8 @@ export class Session {
     const t0 = performance.now();
     let lastRead = t0;
     let done = 0;
+    let scoringMs = 0;
+    const every = s.heldOutEvery ?? 0;
     const readBack = async () => {
       const losses: number[] = [];
       for (const l of pending) {
@@ -310,9 +318,16 @@ export class Session {
         l.dispose();
       }
       pending.length = 0;
+      let heldOut: number | undefined;
+      if (every > 0 && (done % every === 0 || done === s.steps || stop())) {
+        const e0 = performance.now();
+        heldOut = (await this.heldOutLoss(data, T)) ?? undefined;
+        this.model.train();
+        scoringMs += performance.now() - e0;
+      }
       lastRead = performance.now();
-      const secs = (lastRead - t0) / 1000;
-      onProgress({ step: done, losses, stepsPerSecond: done / secs, tokensPerSecond: (done * B * T) / secs });
+      const secs = (lastRead - t0 - scoringMs) / 1000;
+      onProgress({ step: done, losses, stepsPerSecond: done / secs, tokensPerSecond: (done * B * T) / secs, heldOut });
     };
     this.model.train();
     try {
@@ -332,7 +347,8 @@ export class Session {
         pending.push(loss);
         done++;
         if (this.adapterSteps !== null) this.adapterSteps++;
-        if (pending.length >= 4 || performance.now() - lastRead > 250 || done === s.steps) await readBack();
+        const scoreNow = every > 0 && done % every === 0;
+        if (pending.length >= 4 || performance.now() - lastRead > 250 || done === s.steps || scoreNow) await readBack();
         await nextTask();
       }
       if (pending.length) await readBack();
