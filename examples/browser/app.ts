@@ -276,9 +276,11 @@ async function trainRun(): Promise<void> {
         const last = chart.values.slice(-10);
         $('s-step').textContent = `${s.adapterSteps ?? p.step}`;
         $('s-loss').textContent = fmt(last.reduce((a, b) => a + b, 0) / last.length);
-        $('s-sps').textContent = fmt(p.stepsPerSecond, 2);
-        $('s-tps').textContent = Math.round(p.tokensPerSecond).toLocaleString('en');
-        setStatus(`training: step ${p.step} of ${settings.steps}`);
+        if (p.step > 0) {
+          $('s-sps').textContent = fmt(p.stepsPerSecond, 2);
+          $('s-tps').textContent = Math.round(p.tokensPerSecond).toLocaleString('en');
+        }
+        setStatus(p.step ? `training: step ${p.step} of ${settings.steps}` : 'training… (the first steps compile the kernels)');
         showAdapterInfo();
       },
       () => stopRequested,

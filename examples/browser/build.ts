@@ -119,6 +119,8 @@ export async function buildPage(o: BuildOptions = {}): Promise<PageBuild> {
     // Browsers with WebGPU all run ES2022.
     target: 'es2022',
     minify: o.minify ?? true,
+    // The library's errors name classes (`model.constructor.name`): keep them through minification.
+    keepNames: true,
     sourcemap: 'linked',
     metafile: true,
     outfile: join(outDir, 'app.js'),

@@ -37,7 +37,7 @@ export class LossChart {
   private readonly height = 220;
   private readonly pad = { left: 44, right: 12, top: 12, bottom: 28 };
   private losses: number[] = [];
-  /** Held-out losses with the step (1-based) they were scored after. */
+  /** Held-out losses with the number of steps they were scored after (0: before the first). */
   private heldOut: { step: number; loss: number }[] = [];
 
   constructor(host: HTMLElement) {
@@ -56,7 +56,7 @@ export class LossChart {
   /** The next steps' batch losses, and the held-out loss after the last of them, if scored. */
   push(losses: readonly number[], heldOut?: number): void {
     this.losses.push(...losses);
-    if (heldOut !== undefined && this.losses.length) this.heldOut.push({ step: this.losses.length, loss: heldOut });
+    if (heldOut !== undefined) this.heldOut.push({ step: this.losses.length, loss: heldOut });
     this.draw();
   }
 
@@ -82,8 +82,9 @@ export class LossChart {
     const step = niceStep(lo, hi, 4);
     lo = Math.floor(lo / step) * step;
     hi = Math.ceil(hi / step) * step;
-    const last = Math.max(n, 2);
-    const px = (s: number) => x0 + ((x1 - x0) * (s - 1)) / (last - 1);
+    // x is the number of steps done: a batch loss at the step it was made in (1…n), held-out points after theirs (0…n).
+    const last = Math.max(n, 1);
+    const px = (s: number) => x0 + ((x1 - x0) * s) / last;
     const py = (v: number) => y0 - ((y0 - y1) * ((Number.isFinite(v) ? v : hi) - lo)) / (hi - lo);
     const axis = el('g', { class: 'axis' }, svg);
     for (let v = lo; v <= hi + step / 2; v += step) {
@@ -92,13 +93,13 @@ export class LossChart {
       t.textContent = v.toFixed(step < 0.1 ? 2 : 1);
     }
     const xstep = Math.max(1, niceStep(0, last, 5));
-    for (const s of [1, ...Array.from({ length: Math.floor(last / xstep) }, (_, k) => (k + 1) * xstep)]) {
+    for (let s = 0; s <= last; s += xstep) {
       const t = el('text', { x: px(s), y: y0 + 18, 'text-anchor': 'middle' }, axis);
       t.textContent = String(s);
     }
     const label = el('text', { x: x1, y: y1 + 10, 'text-anchor': 'end', class: 'label' }, axis);
     label.textContent = n ? `nats/char · batch loss, its mean, ● held-out` : 'loss per step (nats/char): train to see it';
-    if (!n) return;
+    if (!n && !this.heldOut.length) return;
     const pts = (vals: readonly number[]) => vals.map((v, i) => `${px(i + 1).toFixed(1)},${py(v).toFixed(1)}`).join(' ');
     el('polyline', { points: pts(this.losses), class: 'raw' }, svg);
     el('polyline', { points: pts(trailingMean(this.losses, Math.max(1, Math.min(20, Math.floor(n / 5))))), class: 'smooth' }, svg);

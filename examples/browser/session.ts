@@ -64,7 +64,7 @@ export interface TrainSettings {
   lr: number;
   /** Seed of the window sampler. */
   seed: number;
-  /** Score the held-out text every this many steps and at the end (0: never). */
+  /** Score the held-out text before the first step, every this many steps, and at the end (0: never). */
   heldOutEvery?: number;
 }
 
@@ -227,10 +227,17 @@ export class Session {
     const dir = configs[0]!.slice(0, configs[0]!.length - ADAPTER_CONFIG_NAME.length);
     const weights = entries[`${dir}${ADAPTER_WEIGHTS_NAME}`];
     if (!weights) throw new ArgumentError(`${source}: ${dir}${ADAPTER_CONFIG_NAME} has no ${ADAPTER_WEIGHTS_NAME} beside it (entries: ${names.join(', ')})`);
+    // Injection needs the adapter state (wrappers on, θ_pre); a file that does not fit changes nothing, so go back.
+    const was = this.state;
     this.toAdapterMode();
     const old = this.peft.activeAdapter;
     const name = `upload${++this.adapterCount}`;
-    loadAdapterFromFiles(this.peft, strFromU8(entries[configs[0]!]!), parseSafetensors(weights, `${dir}${ADAPTER_WEIGHTS_NAME}`), { adapterName: name, warn: () => {} });
+    try {
+      loadAdapterFromFiles(this.peft, strFromU8(entries[configs[0]!]!), parseSafetensors(weights, `${dir}${ADAPTER_WEIGHTS_NAME}`), { adapterName: name, warn: () => {} });
+    } catch (e) {
+      if (was.mode === 'wise') this.setAlpha(was.alpha);
+      throw e;
+    }
     // Trainable again: the visitor may go on training the uploaded adapter.
     this.peft.setAdapter(name);
     this.peft.deleteAdapter(old);
@@ -329,6 +336,13 @@ export class Session {
       const secs = (lastRead - t0 - scoringMs) / 1000;
       onProgress({ step: done, losses, stepsPerSecond: done / secs, tokensPerSecond: (done * B * T) / secs, heldOut });
     };
+    if (every > 0) {
+      // Where this run starts from: the first point of the held-out curve.
+      const e0 = performance.now();
+      const heldOut = (await this.heldOutLoss(data, T)) ?? undefined;
+      scoringMs += performance.now() - e0;
+      onProgress({ step: 0, losses: [], stepsPerSecond: 0, tokensPerSecond: 0, heldOut });
+    }
     this.model.train();
     try {
       while (done < s.steps && !stop()) {

@@ -254,6 +254,25 @@ describe('the fine-tuning page in headless Chromium', () => {
     expectClose(f32(await page.evaluate(() => window.__webgpuLora.adapterProbe())), logits, { atol: 1e-5, rtol: 1e-4 }, 'the page with the uploaded adapter against Node');
     model.dispose();
 
+    // An adapter for another model (n_embd 32): refused with the mismatch named; the page keeps its adapter and weights.
+    const stateBefore = await page.evaluate(() => window.__webgpuLora.state());
+    const probeBefore = await page.evaluate(() => window.__webgpuLora.probe());
+    const other = GPT2LMHeadModel.create(ctx, gpt2Config({ vocab_size: 98, n_positions: 64, n_embd: 32, n_layer: 1, n_head: 2 }), { seed: 5 });
+    const otherFiles = await adapterToFiles(getPeftModel(other, { r: 4, lora_alpha: 8, target_modules: ['c_attn'] }, 'default', { warn: () => {} }));
+    other.dispose();
+    const wrongPath = join(tmp, 'wrong-model.zip');
+    await writeFile(wrongPath, zipSync({ 'adapter_config.json': strToU8(otherFiles.config), 'adapter_model.safetensors': otherFiles.weights }));
+    await page.setInputFiles('#upload', wrongPath);
+    await page.waitForFunction(() => document.getElementById('status')!.classList.contains('error'), undefined, { timeout: 60_000 });
+    await page.evaluate(() => window.__webgpuLora.idle());
+    expect(await page.textContent('#status')).toMatch(
+      /^upload: loadAdapter 'upload\d+': the adapter does not fit GPT2LMHeadModel: 'base_model\.model\.transformer\.h\.0\.attn\.c_attn\.lora_A\.weight': expected \[4,16\], found \[4,32\]/,
+    );
+    expect(await page.evaluate(() => window.__webgpuLora.state())).toEqual(stateBefore);
+    expect(await page.evaluate(() => window.__webgpuLora.probe())).toBe(probeBefore);
+    await page.click('#sampleBtn'); // clears the error line
+    await page.evaluate(() => window.__webgpuLora.idle());
+
     const badPath = join(tmp, 'not-an-adapter.zip');
     await writeFile(badPath, zipSync({ 'README.txt': strToU8('no adapter here') }));
     await page.setInputFiles('#upload', badPath);
@@ -262,6 +281,20 @@ describe('the fine-tuning page in headless Chromium', () => {
     expect(await page.textContent('#status')).toBe('upload: not-an-adapter.zip: expected one adapter_config.json, found 0 (entries: README.txt)');
     const after = await page.evaluate(() => window.__webgpuLora.adapterTensors());
     for (const t of file.tensors) expect(after[t.name]!.data).toBe(inPage[t.name]!.data);
+    expect(pageErrors).toEqual([]);
+  }, 300_000);
+
+  it('Stop ends a long run after the step in flight: the page stays responsive while it trains', async () => {
+    const before = (await page.evaluate(() => window.__webgpuLora.losses())).length;
+    await page.fill('#steps', '400');
+    await page.click('#trainBtn');
+    await page.waitForFunction((n) => window.__webgpuLora.losses().length >= n + 2, before, { timeout: 200_000, polling: 50 });
+    await page.click('#stopBtn');
+    await page.evaluate(() => window.__webgpuLora.idle());
+    const done = (await page.evaluate(() => window.__webgpuLora.losses())).length - before;
+    expect(done).toBeGreaterThanOrEqual(2);
+    expect(done).toBeLessThan(400);
+    expect(await page.textContent('#status')).toMatch(new RegExp(`^stopped after ${done} steps`));
     expect(pageErrors).toEqual([]);
   }, 300_000);
 
