@@ -7,14 +7,15 @@
  * - the WiSE-FT slider: α = 0 gives the base model's logits bit for bit (and its sample), α = 1
  *   the adapter's logits, and the output changes in between;
  * - the downloaded zip is a PEFT adapter directory that the library's own reader loads in Node
- *   into the same checkpoint, with the page's tensors bit for bit;
+ *   into the same checkpoint, with the page's tensors bit for bit, and that the PyTorch
+ *   reference (test/torch, PEFT's loading rules) runs with the page's logits;
  * - an adapter made in Node, zipped and uploaded, is what the page then runs;
  * - without WebGPU the page says so.
  *
  * The checkpoint is a tiny random GPT-2 made here (the page's own checkpoint is the demo's, far
  * slower to train on SwiftShader); kernels compile once per page, which is most of the time.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { strFromU8, strToU8, unzipSync, zipSync } from 'fflate';
@@ -32,6 +33,7 @@ import { servePage, type PageServer } from '../../examples/browser/serve.js';
 import { PROBE_TEXT } from '../../examples/browser/session.js';
 import { CharVocab } from '../../examples/lib/vocab.js';
 import { expectClose, testContext } from '../helpers.js';
+import { closeTorch, runTorch } from '../torch/run.js';
 
 const CHROMIUM = process.env.WEBGPU_LORA_CHROMIUM || '/usr/bin/chromium';
 /** Small enough for SwiftShader: 8 steps of 8 × 16 characters. */
@@ -100,6 +102,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
+  await closeTorch();
   await browser?.close();
   await served?.close();
   if (tmp) await rm(tmp, { recursive: true, force: true });
@@ -230,6 +233,14 @@ describe('the fine-tuning page in headless Chromium', () => {
     // Another adapter (lavapipe in Node, SwiftShader in the page): equal up to rounding.
     expectClose(logits, f32(await page.evaluate(() => window.__webgpuLora.adapterProbe())), { atol: 1e-5, rtol: 1e-4 }, 'Node logits with the downloaded adapter against the page');
     model.dispose();
+
+    // Unzipped, the folder is a PEFT adapter directory: the PyTorch reference (test/torch, PEFT's loading rules) runs it.
+    const dir = join(tmp, 'unzipped');
+    await mkdir(join(dir, 'tiny-gpt2-lora'), { recursive: true });
+    for (const [name, bytes] of Object.entries(files)) if (!name.endsWith('/')) await writeFile(join(dir, name), bytes);
+    const ids = Array.from(new CharVocab().encode(PROBE_TEXT));
+    const ref = await runTorch({ model_dir: ckpt, adapter_dir: join(dir, 'tiny-gpt2-lora'), batches: [{ input_ids: [ids] }] });
+    expectClose(f32(await page.evaluate(() => window.__webgpuLora.adapterProbe())), ref['logits.0']!.data, { atol: 2e-5, rtol: 1e-4 }, 'the page against the PyTorch reference with the downloaded adapter');
     expect(pageErrors).toEqual([]);
   }, 300_000);
 
