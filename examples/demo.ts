@@ -75,7 +75,11 @@ export interface DemoOptions {
   steps: number;
   batch: number;
   seq: number;
-  /** Peak learning rates (warmup, then cosine to 10 %). */
+  /**
+   * Peak learning rates (warmup, then cosine to 10 %). Full fine-tuning starts where pre-training
+   * ended (its last lr was 3e-4): at 1e-3 the first steps undo more than 40 steps can relearn, and
+   * the in-distribution loss rises.
+   */
   lrFull: number;
   lrAdapter: number;
   /** Fixed evaluation windows per set (in distribution, out of distribution, pre-training genres), scored `evalBatch` at a time. */
@@ -113,19 +117,19 @@ export const DEMO_DEFAULTS: DemoOptions = {
   out: join(ROOT, 'examples/results'),
   seed: 0,
   dataSeed: 42,
-  steps: 24,
+  steps: 40,
   batch: 8,
   seq: 64,
-  lrFull: 1e-3,
+  lrFull: 3e-4,
   lrAdapter: 5e-3,
-  evalWindows: 16,
+  evalWindows: 24,
   evalBatch: 16,
-  clsSteps: 20,
+  clsSteps: 32,
   clsBatch: 8,
-  clsSeq: 64,
+  clsSeq: 128,
   clsTrainPerClass: 200,
-  clsValPerClass: 48,
-  lrHead: 3e-3,
+  clsValPerClass: 40,
+  lrHead: 1e-2,
   dpoSteps: 12,
   dpoBatch: 8,
   dpoPromptLen: 32,
