@@ -58,7 +58,7 @@ import {
 import { renderLineChart, textRenders } from './lib/plot.js';
 import type { ProgressStream } from './lib/progress.js';
 import { formatBytes, formatCount, formatPercent, formatSeconds, markdownTable } from './lib/table.js';
-import { decayGroups, evalLoss, isMain, lmLoss, nonNeg, PhaseTimer, posInt, ROOT, type RunInfo, runInfo, tailMean, train } from './common.js';
+import { decayGroups, evalLoss, isMain, lmLoss, nonNeg, PhaseTimer, posInt, ROOT, type RunInfo, runInfo, tailMean, train, type TrainResult } from './common.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -184,6 +184,22 @@ export interface Cost {
   steps: number;
   trainSeconds: number;
   stepsPerSec: number;
+}
+
+/** A training run's cost and the mean training loss of its first and last 10 steps. */
+function trainingCost(counts: { trainable: number; total: number }, allocatedBytes: number, r: TrainResult): Cost & { trainLossStart: number; trainLossEnd: number } {
+  return {
+    trainable: counts.trainable,
+    total: counts.total,
+    percent: (100 * counts.trainable) / counts.total,
+    optimizerStateBytes: 8 * counts.trainable,
+    optimizerAllocatedBytes: allocatedBytes,
+    steps: r.losses.length,
+    trainSeconds: r.seconds,
+    stepsPerSec: r.stepsPerSec,
+    trainLossStart: r.losses.slice(0, 10).reduce((a, b) => a + b, 0) / Math.min(10, r.losses.length),
+    trainLossEnd: tailMean(r.losses, 10),
+  };
 }
 
 export interface LmMethodResult extends Cost {
@@ -555,16 +571,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
         key: m.key,
         name: m.name,
         lr,
-        trainable: counts.trainable,
-        total: counts.total,
-        percent: (100 * counts.trainable) / counts.total,
-        optimizerStateBytes: 8 * counts.trainable,
-        optimizerAllocatedBytes: bytes,
-        steps: o.steps,
-        trainSeconds: r.seconds,
-        stepsPerSec: r.stepsPerSec,
-        trainLossStart: r.losses.slice(0, 10).reduce((a, b) => a + b, 0) / Math.min(10, r.losses.length),
-        trainLossEnd: tailMean(r.losses, 10),
+        ...trainingCost(counts, bytes, r),
         eval: ev,
         losses: r.losses,
       });
@@ -643,16 +650,7 @@ export async function runDemo(o: DemoOptions, io: DemoIo = {}): Promise<DemoRetu
         name: m.name,
         lr: m.lr,
         headLr: o.lrHead,
-        trainable: counts.trainable,
-        total: counts.total,
-        percent: (100 * counts.trainable) / counts.total,
-        optimizerStateBytes: 8 * counts.trainable,
-        optimizerAllocatedBytes: bytes,
-        steps: o.clsSteps,
-        trainSeconds: r.seconds,
-        stepsPerSec: r.stepsPerSec,
-        trainLossStart: r.losses.slice(0, 10).reduce((a, b) => a + b, 0) / Math.min(10, r.losses.length),
-        trainLossEnd: tailMean(r.losses, 10),
+        ...trainingCost(counts, bytes, r),
         accuracy: acc.accuracy,
         validationLoss: acc.loss,
       });

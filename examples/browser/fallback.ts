@@ -7,7 +7,8 @@
  */
 import { createContext, saveGPT2 } from '../../src/node.js';
 import { backward, grad, zeroGrad } from '../../src/autograd/tape.js';
-import { GPT2LMHeadModel, gpt2Config } from '../../src/nn/gpt2.js';
+import { GPT2LMHeadModel } from '../../src/nn/gpt2.js';
+import { PRETRAIN_DEFAULTS, pretrainConfig } from '../pretrain.js';
 import { AdamW, schedules } from '../../src/kernels/optim.js';
 import { CharVocab, PRETRAIN_GENRES, loadBrown, lmBatches, splitTokens } from '../lib/brown.js';
 
@@ -22,20 +23,8 @@ export async function makeFallbackCheckpoint(dir: string, o: FallbackOptions = {
   const steps = o.steps ?? 300;
   const log = o.log ?? ((m: string) => console.log(m));
   const vocab = new CharVocab();
-  const config = gpt2Config({
-    vocab_size: vocab.size,
-    n_positions: 128,
-    n_embd: 64,
-    n_layer: 2,
-    n_head: 4,
-    resid_pdrop: 0,
-    embd_pdrop: 0,
-    attn_pdrop: 0,
-    pad_token_id: vocab.pad,
-    bos_token_id: null,
-    eos_token_id: null,
-    vocabulary: 'webgpu-lora examples/lib/vocab.ts CharVocab: 0 pad, 1 unknown, 2 newline, 3-97 ASCII 32-126',
-  });
+  // The pre-training script's config (characters, no dropout), a quarter of its width and half its depth.
+  const config = pretrainConfig({ ...PRETRAIN_DEFAULTS, nEmbd: 64, nLayer: 2, nHead: 4, nPositions: 128 }, vocab);
   const ctx = await createContext();
   try {
     const model = GPT2LMHeadModel.create(ctx, config, { seed: o.seed ?? 0 });
