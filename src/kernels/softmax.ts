@@ -25,6 +25,38 @@ function rowsCols(op: string, x: Tensor): [number, number] {
   return [x.size / C, C];
 }
 
+/**
+ * How a row-wise entry covers its rows: 'workgroup' (one 64-lane workgroup per row, tree
+ * reductions in workgroup memory) or 'lane' (one invocation per row walking it serially, no
+ * barrier: the `_lane` entries of softmax.wgsl).
+ */
+export type SoftmaxRowPath = 'workgroup' | 'lane';
+
+/**
+ * Force a row path (tests, benchmarks); 'auto' picks by {@link softmaxRowPath}. Applies to
+ * softmax, log-softmax, cross-entropy and their backward (not xent_mean, a single workgroup).
+ */
+export const softmaxConfig: { rowPath: 'auto' | SoftmaxRowPath } = { rowPath: 'auto' };
+
+/**
+ * Widest row that the 'lane' path takes on a CPU adapter, from `npx tsx bench/index.ts --suites
+ * softmax` on lavapipe (2 cores): see {@link softmaxRowPath}.
+ */
+export const SOFTMAX_LANE_MAX_COLS = 1024;
+
+/**
+ * The default row path for rows of `cols` on this device. On a CPU adapter (lavapipe) a
+ * workgroup's 64 invocations run as SIMD loops split at each barrier, and the tree reductions
+ * cost ~7 barriers each (2–3 reductions per row): one invocation per row, with no barrier, is
+ * faster up to SOFTMAX_LANE_MAX_COLS columns (measured crossover in the constant's comment). On a
+ * GPU the workgroup version stays: a lane per row reads its row serially, uncoalesced, and
+ * leaves the GPU idle unless there are tens of thousands of rows (not measured here, no GPU).
+ */
+export function softmaxRowPath(ctx: GpuContext, cols: number): SoftmaxRowPath {
+  if (softmaxConfig.rowPath !== 'auto') return softmaxConfig.rowPath;
+  return ctx.caps.software && cols <= SOFTMAX_LANE_MAX_COLS ? 'lane' : 'workgroup';
+}
+
 function rowwise(
   ctx: GpuContext,
   op: string,
@@ -35,11 +67,15 @@ function rowwise(
   extra: { ignoreIndex?: number; smoothing?: number; causalPeriod?: number; check?: number } = {},
   soft = false,
 ): void {
-  ctx.dispatch(mod(), entry, {
+  const lane = softmaxRowPath(ctx, cols) === 'lane';
+  const name = lane ? `${entry}_lane` : entry;
+  const constants = { SOFT: soft, CAUSAL: extra.causalPeriod !== undefined };
+  ctx.dispatch(mod(), name, {
     bindings,
     params: { rows, cols, ignoreIndex: extra.ignoreIndex ?? -100, smoothing: extra.smoothing ?? 0, period: extra.causalPeriod ?? 1, check: extra.check ?? 0 },
-    constants: { SOFT: soft, CAUSAL: extra.causalPeriod !== undefined },
-    workgroups: grid2d(ctx, rows, op),
+    constants,
+    // 'lane': one invocation per row, so ceil(rows / rows per workgroup) workgroups.
+    workgroups: grid2d(ctx, lane ? Math.ceil(rows / mod().workgroupSize(name, constants)[0]) : rows, op),
   });
 }
 
