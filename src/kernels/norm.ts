@@ -20,6 +20,42 @@ function mod(): KernelModule {
   return KernelModule.get('norm.wgsl', wgsl.norm);
 }
 
+/**
+ * How norm_forward and norm_backward_x cover their rows: 'workgroup' (one 64-lane workgroup per
+ * row, tree reductions in workgroup memory) or 'lane' (one invocation per row walking it
+ * serially, no barrier: the `_lane` entries of norm.wgsl).
+ */
+export type NormRowPath = 'workgroup' | 'lane';
+
+/** Force a row path (tests, benchmarks); 'auto' picks by {@link normRowPath}. */
+export const normConfig: { rowPath: 'auto' | NormRowPath } = { rowPath: 'auto' };
+
+/**
+ * Widest row that the 'lane' path takes on a CPU adapter, from `npx tsx bench/index.ts --suites
+ * norm` on lavapipe (2 cores): see {@link normRowPath}.
+ */
+export const NORM_LANE_MAX_COLS = 1024;
+
+/**
+ * The default row path for rows of `cols` on this device. On a CPU adapter (lavapipe) a
+ * workgroup's 64 invocations run as SIMD loops split at each barrier, and each tree reduction
+ * costs ~7 barriers (2 per row): one invocation per row, with no barrier, is faster up to
+ * NORM_LANE_MAX_COLS columns (measured crossover in the constant's comment). On a GPU the
+ * workgroup version stays: a lane per row reads its row serially, uncoalesced, and leaves the
+ * GPU idle unless there are tens of thousands of rows (not measured here, no GPU).
+ */
+export function normRowPath(ctx: GpuContext, cols: number): NormRowPath {
+  if (normConfig.rowPath !== 'auto') return normConfig.rowPath;
+  return ctx.caps.software && cols <= NORM_LANE_MAX_COLS ? 'lane' : 'workgroup';
+}
+
+/** Entry and workgroups of a row-wise norm entry (norm_forward, norm_backward_x) for R rows of C. */
+function rowDispatch(ctx: GpuContext, entry: string, R: number, C: number, constants: Record<string, boolean>, op: string): [string, [number, number, number]] {
+  if (normRowPath(ctx, C) === 'workgroup') return [entry, grid2d(ctx, R, op)];
+  const name = `${entry}_lane`;
+  return [name, grid2d(ctx, Math.ceil(R / mod().workgroupSize(name, constants)[0]), op)]; // a lane per row
+}
+
 function check(op: string, x: Tensor, gamma: Tensor, beta?: Tensor, eps = 1e-5): [number, number] {
   checkTensor(op, 'x', x, 'f32');
   checkTensor(op, 'gamma', gamma, 'f32');
@@ -38,11 +74,13 @@ function forward(ctx: GpuContext, kind: NormKind, x: Tensor, gamma: Tensor, beta
   const [R, C] = check(op, x, gamma, beta, eps);
   const y = ctx.empty(x.shape, 'f32', `${op}.out`);
   const stats = ctx.empty([R, 2], 'f32', `${op}.stats`);
-  ctx.dispatch(mod(), 'norm_forward', {
+  const constants = { RMS: kind === 'rms', HAS_BETA: beta !== undefined };
+  const [entry, workgroups] = rowDispatch(ctx, 'norm_forward', R, C, constants, op);
+  ctx.dispatch(mod(), entry, {
     bindings: { x, gamma, beta: beta ?? gamma, out: y, stats },
     params: { rows: R, cols: C, eps },
-    constants: { RMS: kind === 'rms', HAS_BETA: beta !== undefined },
-    workgroups: grid2d(ctx, R, op),
+    constants,
+    workgroups,
   });
   return { y, stats };
 }
@@ -70,11 +108,12 @@ export function normBackward(
   const out: { dx?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {};
   if (o.needDx ?? true) {
     out.dx = ctx.empty(x.shape, 'f32', `${op}.dx`);
-    ctx.dispatch(mod(), 'norm_backward_x', {
+    const [entry, workgroups] = rowDispatch(ctx, 'norm_backward_x', R, C, constants, op);
+    ctx.dispatch(mod(), entry, {
       bindings: { x, gamma, dy, saved: stats, out: out.dx },
       params: { rows: R, cols: C, eps: 1 },
       constants,
-      workgroups: grid2d(ctx, R, op),
+      workgroups,
     });
   }
   if (o.needParams ?? true) {
