@@ -39,8 +39,14 @@ export type SoftmaxRowPath = 'workgroup' | 'lane';
 export const softmaxConfig: { rowPath: 'auto' | SoftmaxRowPath } = { rowPath: 'auto' };
 
 /**
- * Widest row that the 'lane' path takes on a CPU adapter, from `npx tsx bench/index.ts --suites
- * softmax` on lavapipe (2 cores): see {@link softmaxRowPath}.
+ * Widest row that the 'lane' path takes on a CPU adapter. Lavapipe (2 cores), GPU ms, workgroup
+ * per row against lane per row at ~0.5–8M elements, softmax / its backward / LayerNorm / its dx:
+ * 128 columns ×10 / ×8 / ×10 / ×10; 256: ×5.6 / ×4.6 / ×6.0 / ×5.6; 512: ×3.9 / ×3.0 / ×3.9 / ×3.4;
+ * 1024 (512 and 8192 rows): ×2.3 / ×1.2–1.35 / ×2.1–3.1 / ×1.4–1.6; 2048: ×1.7 / ×1.0 / ×1.6–1.8 / ×1.0;
+ * 4096: ×1.5 / ×0.8 / ×1.3 / ×0.8. So up to 1024 columns every entry gains, and from 2048 the
+ * backward entries (two reads per element, and a single lane's serial loop) no longer do. Under
+ * 128 rows (fewer lane workgroups than cores) both take under ~1 ms and neither wins clearly.
+ * Measured with the row paths forced (see `bench/kernels.ts`, `--suites norm,softmax`).
  */
 export const SOFTMAX_LANE_MAX_COLS = 1024;
 
