@@ -2,16 +2,58 @@
  * Bench suites, one per kernel family without a suite of its own: norm (LayerNorm / RMSNorm
  * forward and backward), softmax (softmax, log-softmax, causal softmax, cross-entropy, each
  * forward and backward) and embedding (gather and the per-id backward). Rates are GB/s of
- * the bytes each kernel must move (napkin math in each row), from GPU timestamp medians.
+ * the bytes each kernel must move (napkin math in each row), from GPU timestamp medians. The
+ * norm and softmax suites also time the GPT-2 shapes of bench/models.ts on both row paths
+ * (a workgroup per row, a lane per row) and note the speed-up.
  */
 import type { GpuContext } from '../src/gpu/context.js';
 import { fill } from '../src/kernels/elementwise.js';
 import { embedding, embeddingBackward, TokenIds } from '../src/kernels/embedding.js';
-import { layerNorm, normBackward, rmsNorm } from '../src/kernels/norm.js';
+import { layerNorm, normBackward, normConfig, type NormRowPath, rmsNorm } from '../src/kernels/norm.js';
 import { uniform } from '../src/kernels/random.js';
-import { crossEntropy, crossEntropyBackward, logSoftmax, logSoftmaxBackward, softmax, softmaxBackward } from '../src/kernels/softmax.js';
+import {
+  crossEntropy,
+  crossEntropyBackward,
+  logSoftmax,
+  logSoftmaxBackward,
+  softmax,
+  softmaxBackward,
+  softmaxConfig,
+  type SoftmaxRowPath,
+} from '../src/kernels/softmax.js';
 import type { Row } from './lib.js';
 import { makeTimer } from './lora.js';
+
+type Timer = ReturnType<typeof makeTimer>;
+
+/**
+ * One op on both row paths ('workgroup': a workgroup per row; 'lane': an invocation per row),
+ * forced through `setPath`, timed in this process one after the other; the lane row's note
+ * gives the speed-up (workgroup time / lane time) of the GPU medians and of benchmark.js's wall
+ * medians.
+ */
+async function bothPaths(
+  t: Timer,
+  name: string,
+  setPath: (p: 'auto' | NormRowPath | SoftmaxRowPath) => void,
+  encode: () => unknown,
+  work: { bytes: number },
+): Promise<Row[]> {
+  try {
+    setPath('workgroup');
+    const wg = await t(`${name}, workgroup per row`, encode, work);
+    setPath('lane');
+    const lane = await t(`${name}, lane per row`, encode, work);
+    const gpu = wg.gpuMs !== null && lane.gpuMs !== null ? `gpu ${(wg.gpuMs / lane.gpuMs).toFixed(2)}×, ` : '';
+    lane.note = `speed-up over workgroup per row: ${gpu}wall ${(wg.wallMs / lane.wallMs).toFixed(2)}×`;
+    return [wg, lane];
+  } finally {
+    setPath('auto');
+  }
+}
+
+/** The GPT-2 of bench/models.ts: 4 heads, batch 8 × 128 tokens, width 256. */
+const GPT2 = { batch: 8, T: 128, heads: 4, width: 256 };
 
 /** [8192, 1024] f32 rows: 32 MiB per tensor, 8192 workgroups (one per row). */
 const R = 8192;
@@ -36,6 +78,25 @@ export async function normSuite(ctx: GpuContext, rows: Row[], maxTime: number): 
   rows.push(await t(`rmsNorm backward dx, ${shape}`, () => normBackward(ctx, 'rms', x, gamma, rn.stats, dy, { needParams: false }), { bytes: 3 * n * word }));
   rows.push(await t(`rmsNorm backward dγ, ${shape}`, () => normBackward(ctx, 'rms', x, gamma, rn.stats, dy, { needDx: false }), { bytes: 2 * n * word }));
   for (const tt of [x, dy, gamma, beta, ln.y, ln.stats, rn.y, rn.stats]) tt.dispose();
+
+  // The GPT-2 LayerNorm, [batch·T, width]: both row paths (the default on a CPU adapter is the lane one).
+  const gR = GPT2.batch * GPT2.T;
+  const gC = GPT2.width;
+  const gn = gR * gC;
+  const setPath = (p: 'auto' | NormRowPath) => void (normConfig.rowPath = p);
+  const gx = uniform(ctx, ctx.empty([gR, gC]), { seed: 11, lo: -2, hi: 3 });
+  const gdy = uniform(ctx, ctx.empty([gR, gC]), { seed: 12, lo: -1, hi: 1 });
+  const gg = fill(ctx, ctx.empty([gC]), 1.5);
+  const gb = fill(ctx, ctx.empty([gC]), 0.25);
+  const gln = layerNorm(ctx, gx, gg, gb);
+  const gshape = `GPT-2 [${gR},${gC}]`;
+  rows.push(...(await bothPaths(t, `layerNorm forward, ${gshape}`, setPath, () => layerNorm(ctx, gx, gg, gb), { bytes: 2 * gn * word })));
+  rows.push(
+    ...(await bothPaths(t, `layerNorm backward dx, ${gshape}`, setPath, () => normBackward(ctx, 'layer', gx, gg, gln.stats, gdy, { beta: true, needParams: false }), {
+      bytes: 3 * gn * word,
+    })),
+  );
+  for (const tt of [gx, gdy, gg, gb, gln.y, gln.stats]) tt.dispose();
 }
 
 export async function softmaxSuite(ctx: GpuContext, rows: Row[], maxTime: number): Promise<void> {
@@ -70,6 +131,19 @@ export async function softmaxSuite(ctx: GpuContext, rows: Row[], maxTime: number
     for (const tt of [loss, saved.lse, saved.stats]) tt.dispose();
   }
   for (const tt of [x, dy, y, ly, labels, soft, dLoss]) tt.dispose();
+
+  // The GPT-2 attention softmax, causal scores [batch·heads, T, T]: both row paths (the default
+  // on a CPU adapter is the lane one).
+  const { batch, heads, T } = GPT2;
+  const gn = batch * heads * T * T;
+  const setPath = (p: 'auto' | SoftmaxRowPath) => void (softmaxConfig.rowPath = p);
+  const scoresG = uniform(ctx, ctx.empty([batch * heads, T, T]), { seed: 13, lo: -4, hi: 4 });
+  const dyG = uniform(ctx, ctx.empty([batch * heads, T, T]), { seed: 14, lo: -1, hi: 1 });
+  const yG = softmax(ctx, scoresG, undefined, { causal: true });
+  const gshape = `GPT-2 [${batch * heads},${T},${T}]`;
+  rows.push(...(await bothPaths(t, `causal softmax forward, ${gshape}`, setPath, () => softmax(ctx, scoresG, undefined, { causal: true }), { bytes: 2 * gn * word })));
+  rows.push(...(await bothPaths(t, `softmax backward, ${gshape}`, setPath, () => softmaxBackward(ctx, yG, dyG), { bytes: 3 * gn * word })));
+  for (const tt of [scoresG, dyG, yG]) tt.dispose();
 }
 
 export async function embeddingSuite(ctx: GpuContext, rows: Row[], maxTime: number): Promise<void> {

@@ -20,6 +20,48 @@ function mod(): KernelModule {
   return KernelModule.get('norm.wgsl', wgsl.norm);
 }
 
+/**
+ * How norm_forward and norm_backward_x cover their rows: 'workgroup' (one 64-lane workgroup per
+ * row, tree reductions in workgroup memory) or 'lane' (one invocation per row walking it
+ * serially, no barrier: the `_lane` entries of norm.wgsl).
+ */
+export type NormRowPath = 'workgroup' | 'lane';
+
+/** Force a row path (tests, benchmarks); 'auto' picks by {@link normRowPath}. */
+export const normConfig: { rowPath: 'auto' | NormRowPath } = { rowPath: 'auto' };
+
+/**
+ * Widest row that the 'lane' path takes on a CPU adapter. Lavapipe (2 cores), GPU ms, workgroup
+ * per row against lane per row at ~0.5–8M elements, softmax / its backward / LayerNorm / its dx:
+ * 128 columns ×10 / ×8 / ×10 / ×10; 256: ×5.6 / ×4.6 / ×6.0 / ×5.6; 512: ×3.9 / ×3.0 / ×3.9 / ×3.4;
+ * 1024 (512 and 8192 rows): ×2.3 / ×1.2–1.35 / ×2.1–3.1 / ×1.4–1.6; 2048: ×1.7 / ×1.0 / ×1.6–1.8 / ×1.0;
+ * 4096: ×1.5 / ×0.8 / ×1.3 / ×0.8. So up to 1024 columns every entry gains, and from 2048 the
+ * backward entries (two reads per element, and a single lane's serial loop) no longer do. Under
+ * 128 rows (fewer lane workgroups than cores) both take under ~1 ms and neither wins clearly.
+ * Measured with the row paths forced (see `bench/kernels.ts`, `--suites norm,softmax`).
+ */
+export const NORM_LANE_MAX_COLS = 1024;
+
+/**
+ * The default row path for rows of `cols` on this device. On a CPU adapter (lavapipe) a
+ * workgroup's 64 invocations run as SIMD loops split at each barrier, and each tree reduction
+ * costs ~7 barriers (2 per row): one invocation per row, with no barrier, is faster up to
+ * NORM_LANE_MAX_COLS columns (measured crossover in the constant's comment). On a GPU the
+ * workgroup version stays: a lane per row reads its row serially, uncoalesced, and leaves the
+ * GPU idle unless there are tens of thousands of rows (not measured here, no GPU).
+ */
+export function normRowPath(ctx: GpuContext, cols: number): NormRowPath {
+  if (normConfig.rowPath !== 'auto') return normConfig.rowPath;
+  return ctx.caps.software && cols <= NORM_LANE_MAX_COLS ? 'lane' : 'workgroup';
+}
+
+/** Entry and workgroups of a row-wise norm entry (norm_forward, norm_backward_x) for R rows of C. */
+function rowDispatch(ctx: GpuContext, entry: string, R: number, C: number, constants: Record<string, boolean>, op: string): [string, [number, number, number]] {
+  if (normRowPath(ctx, C) === 'workgroup') return [entry, grid2d(ctx, R, op)];
+  const name = `${entry}_lane`;
+  return [name, grid2d(ctx, Math.ceil(R / mod().workgroupSize(name, constants)[0]), op)]; // a lane per row
+}
+
 function check(op: string, x: Tensor, gamma: Tensor, beta?: Tensor, eps = 1e-5): [number, number] {
   checkTensor(op, 'x', x, 'f32');
   checkTensor(op, 'gamma', gamma, 'f32');
@@ -38,11 +80,13 @@ function forward(ctx: GpuContext, kind: NormKind, x: Tensor, gamma: Tensor, beta
   const [R, C] = check(op, x, gamma, beta, eps);
   const y = ctx.empty(x.shape, 'f32', `${op}.out`);
   const stats = ctx.empty([R, 2], 'f32', `${op}.stats`);
-  ctx.dispatch(mod(), 'norm_forward', {
+  const constants = { RMS: kind === 'rms', HAS_BETA: beta !== undefined };
+  const [entry, workgroups] = rowDispatch(ctx, 'norm_forward', R, C, constants, op);
+  ctx.dispatch(mod(), entry, {
     bindings: { x, gamma, beta: beta ?? gamma, out: y, stats },
     params: { rows: R, cols: C, eps },
-    constants: { RMS: kind === 'rms', HAS_BETA: beta !== undefined },
-    workgroups: grid2d(ctx, R, op),
+    constants,
+    workgroups,
   });
   return { y, stats };
 }
@@ -70,11 +114,12 @@ export function normBackward(
   const out: { dx?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {};
   if (o.needDx ?? true) {
     out.dx = ctx.empty(x.shape, 'f32', `${op}.dx`);
-    ctx.dispatch(mod(), 'norm_backward_x', {
+    const [entry, workgroups] = rowDispatch(ctx, 'norm_backward_x', R, C, constants, op);
+    ctx.dispatch(mod(), entry, {
       bindings: { x, gamma, dy, saved: stats, out: out.dx },
       params: { rows: R, cols: C, eps: 1 },
       constants,
-      workgroups: grid2d(ctx, R, op),
+      workgroups,
     });
   }
   if (o.needParams ?? true) {

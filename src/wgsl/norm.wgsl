@@ -7,6 +7,11 @@
 // norm_backward_x: dŷ = dy·γ;  LayerNorm dx = rstd·(dŷ − mean(dŷ) − x̂·mean(dŷ·x̂)),
 //                              RMSNorm   dx = rstd·(dŷ − x̂·mean(dŷ·x̂)).
 // norm_backward_params: one invocation per column: dγ = Σ_rows dy·x̂, dβ = Σ_rows dy.
+// norm_forward_lane, norm_backward_x_lane: the same per row, one invocation per row (LANE_WG
+// rows per workgroup, ceil(R / LANE_WG) workgroups, 2-D grid) walking its row serially, with
+// no workgroup memory and no barrier. llvmpipe (lavapipe) runs a workgroup's invocations as
+// SIMD loops split at every barrier, so the tree reductions above (~7 barriers each) cost more
+// than a whole narrow row; the launcher (src/kernels/norm.ts) picks which version runs.
 struct Params {
   rows: u32,
   cols: u32,
@@ -14,6 +19,8 @@ struct Params {
 }
 
 const WG = 64u;
+// Rows per workgroup of the `_lane` entries (one invocation each).
+const LANE_WG = 32u;
 override RMS: bool = false;
 override HAS_BETA: bool = true;
 
@@ -112,4 +119,65 @@ fn norm_backward_params(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   out[c] = dg;
   if (!RMS && HAS_BETA) { dbeta[c] = db; }
+}
+
+// ---- `_lane` versions: one invocation per row, no workgroup memory, no barrier. ----
+
+// The row of this invocation; callers return when it is >= params.rows (nothing to keep in step).
+fn lane_row(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
+  return (wid.x + wid.y * nwg.x) * LANE_WG + li;
+}
+
+@compute @workgroup_size(LANE_WG)
+fn norm_forward_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let base = row * params.cols;
+  let n = f32(params.cols);
+  var mu = 0.0;
+  if (!RMS) {
+    var s = 0.0;
+    for (var c = 0u; c < params.cols; c++) { s += x[base + c]; }
+    mu = s / n;
+  }
+  // Variance around the mean (a second pass), as norm_forward: no E[x²] − μ² cancellation.
+  var s2 = 0.0;
+  for (var c = 0u; c < params.cols; c++) {
+    let d = x[base + c] - mu;
+    s2 += d * d;
+  }
+  let rstd = inverseSqrt(s2 / n + params.eps);
+  for (var c = 0u; c < params.cols; c++) {
+    var v = (x[base + c] - mu) * rstd * gamma[c];
+    if (!RMS && HAS_BETA) { v += beta[c]; }
+    out[base + c] = v;
+  }
+  stats[2u * row] = mu;
+  stats[2u * row + 1u] = rstd;
+}
+
+@compute @workgroup_size(LANE_WG)
+fn norm_backward_x_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let base = row * params.cols;
+  let n = f32(params.cols);
+  let mu = saved[2u * row];
+  let rstd = saved[2u * row + 1u];
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var c = 0u; c < params.cols; c++) {
+    let g = dy[base + c] * gamma[c];
+    sg += g;
+    sgx += g * (x[base + c] - mu) * rstd;
+  }
+  let mg = sg / n;
+  let mgx = sgx / n;
+  for (var c = 0u; c < params.cols; c++) {
+    let g = dy[base + c] * gamma[c];
+    let xh = (x[base + c] - mu) * rstd;
+    var d = g - xh * mgx;
+    if (!RMS) { d -= mg; }
+    out[base + c] = rstd * d;
+  }
 }

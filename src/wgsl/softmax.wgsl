@@ -1,6 +1,15 @@
 // softmax.wgsl — row-wise softmax (optionally causal, for attention scores), log-softmax
-// and a fused softmax cross-entropy over the last axis of x viewed as [R, C]. One workgroup per row (2-D grid for many rows); every
-// reduction (max, Σexp, Σ) is a lane-strided loop then a tree in workgroup memory, in f32.
+// and a fused softmax cross-entropy over the last axis of x viewed as [R, C], in f32.
+//
+// Two versions of each row-wise entry (the launcher picks one per call, see src/kernels/softmax.ts):
+// - `<entry>`: one workgroup per row (2-D grid for many rows); every reduction (max, Σexp, Σ) is
+//   a lane-strided loop then a tree in workgroup memory. For wide rows, and for GPUs.
+// - `<entry>_lane`: one invocation per row, LANE_WG rows per workgroup (ceil(R / LANE_WG)
+//   workgroups, 2-D grid): the invocation walks its row serially (max, Σexp, write), with no
+//   workgroup memory and no barrier. llvmpipe (lavapipe) runs a workgroup's invocations as SIMD
+//   loops split at every barrier, so a tree reduction's ~7 barriers per reduction cost more than
+//   a whole narrow row (128–256 columns); per row the arithmetic is the same, in the same order
+//   of operations per element (max-shifted logΣexp), with serial f32 sums instead of trees.
 //
 // Cross-entropy, with targets either class indices (`labels` [R], as f32 holding integers;
 // rows whose label equals ignoreIndex count for nothing) or a distribution per row
@@ -27,6 +36,8 @@ struct Params {
 }
 
 const WG = 64u;
+// Rows per workgroup of the `_lane` entries (one invocation each).
+const LANE_WG = 32u;
 override SOFT: bool = false;
 override CAUSAL: bool = false;
 
@@ -194,6 +205,96 @@ fn xent_backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups)
   for (var c = li; c < params.cols; c += WG) { sq += target_prob(row, c); }
   sq = reduce(li, sq, false);
   for (var c = li; c < params.cols; c += WG) {
+    out[base + c] = select(0.0, g * (sq * exp(x[base + c] - y[row]) - target_prob(row, c)), keep);
+  }
+}
+
+// ---- `_lane` versions: one invocation per row, no workgroup memory, no barrier. ----
+
+// The row of this invocation; callers return when it is >= params.rows (nothing to keep in step).
+fn lane_row(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
+  return (wid.x + wid.y * nwg.x) * LANE_WG + li;
+}
+
+// logΣexp of row `row` over its visible columns, serially (max-shifted like log_sum_exp).
+fn log_sum_exp_lane(row: u32) -> f32 {
+  let base = row * params.cols;
+  let n = visible(row);
+  var m = -3.4e38;
+  for (var c = 0u; c < n; c++) { m = max(m, x[base + c]); }
+  var s = 0.0;
+  for (var c = 0u; c < n; c++) { s += exp(x[base + c] - m); }
+  return m + log(s);
+}
+
+@compute @workgroup_size(LANE_WG)
+fn softmax_rows_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let l = log_sum_exp_lane(row);
+  let base = row * params.cols;
+  let n = visible(row);
+  for (var c = 0u; c < n; c++) { out[base + c] = exp(x[base + c] - l); }
+  for (var c = n; c < params.cols; c++) { out[base + c] = 0.0; }
+}
+
+@compute @workgroup_size(LANE_WG)
+fn log_softmax_rows_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let l = log_sum_exp_lane(row);
+  let base = row * params.cols;
+  for (var c = 0u; c < params.cols; c++) { out[base + c] = x[base + c] - l; }
+}
+
+@compute @workgroup_size(LANE_WG)
+fn softmax_backward_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let base = row * params.cols;
+  var s = 0.0;
+  for (var c = 0u; c < params.cols; c++) { s += dy[base + c] * y[base + c]; }
+  for (var c = 0u; c < params.cols; c++) { out[base + c] = y[base + c] * (dy[base + c] - s); }
+}
+
+@compute @workgroup_size(LANE_WG)
+fn log_softmax_backward_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let base = row * params.cols;
+  var s = 0.0;
+  for (var c = 0u; c < params.cols; c++) { s += dy[base + c]; }
+  for (var c = 0u; c < params.cols; c++) { out[base + c] = dy[base + c] - exp(y[base + c]) * s; }
+}
+
+@compute @workgroup_size(LANE_WG)
+fn xent_rows_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let l = log_sum_exp_lane(row);
+  let base = row * params.cols;
+  var s = 0.0;
+  var sq = 0.0;
+  for (var c = 0u; c < params.cols; c++) {
+    let q = target_prob(row, c);
+    s += q * x[base + c];
+    sq += q;
+  }
+  lse[row] = l;
+  out[row] = select(0.0, sq * l - s, counted(row));
+  if (!SOFT && !label_valid(row)) { atomicMax(&checks[2u * params.check], 0xffffffffu - row); }
+}
+
+@compute @workgroup_size(LANE_WG)
+fn xent_backward_lane(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let row = lane_row(wid, nwg, li);
+  if (row >= params.rows) { return; }
+  let base = row * params.cols;
+  let g = dy[0] / max(stats[1], 1.0);
+  let keep = counted(row);
+  var sq = 0.0;
+  for (var c = 0u; c < params.cols; c++) { sq += target_prob(row, c); }
+  for (var c = 0u; c < params.cols; c++) {
     out[base + c] = select(0.0, g * (sq * exp(x[base + c] - y[row]) - target_prob(row, c)), keep);
   }
 }
