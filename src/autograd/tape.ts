@@ -236,6 +236,11 @@ export function noGrad<T>(ctx: GpuContext, fn: () => T): T {
   }
 }
 
+/** Is grad mode on (not inside `noGrad`)? Ops record only then. */
+export function gradEnabled(ctx: GpuContext): boolean {
+  return tape(ctx).enabled;
+}
+
 /** Number of records on the tape (tests, debugging). */
 export function tapeLength(ctx: GpuContext): number {
   return tape(ctx).records.length;

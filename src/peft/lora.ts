@@ -19,7 +19,7 @@ import type { GpuContext } from '../gpu/context.js';
 import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
 import * as ops from '../autograd/ops.js';
-import { gradInfo, requiresGrad } from '../autograd/tape.js';
+import { gradEnabled, gradInfo, noGrad, requiresGrad } from '../autograd/tape.js';
 import { LoraLayer, loraMerge, loraUnmerge } from '../kernels/lora.js';
 import { fmtShape } from '../kernels/util.js';
 import { Conv1D, Layer, LayerNorm, Linear, LinearLike, ModuleDict } from '../nn/layers.js';
@@ -149,6 +149,15 @@ export class LoraWrapper extends LinearLike {
       if (this.disabled && this.merged.size > 0) {
         throw new ArgumentError(`LoraWrapper: adapters are disabled but [${[...this.merged].join(', ')}] is merged into the base weight; unmerge first`);
       }
+      // A merged adapter runs inside W: a forward that records would give its A and B no gradient.
+      for (const m of this.merged) {
+        const { A, B } = this.factors(m);
+        if (gradEnabled(this.ctx) && (gradInfo(A).requiresGrad || gradInfo(B).requiresGrad)) {
+          throw new ArgumentError(
+            `LoraWrapper: adapter '${m}' is merged into the base weight, so its trainable lora_A / lora_B would get no gradient from this forward; unmerge() before training, or run the forward under noGrad`,
+          );
+        }
+      }
       return this.base.forward(x);
     }
     const ctx = this.ctx;
@@ -172,7 +181,8 @@ export class LoraWrapper extends LinearLike {
   merge(name: string): void {
     if (this.merged.has(name)) throw new ArgumentError(`LoraWrapper: adapter '${name}' is already merged`);
     if (!this.adapters.has(name)) throw new ArgumentError(`LoraWrapper: no adapter '${name}'`);
-    loraMerge(this.ctx, this.kernelLayer(name, false));
+    // A weight edit, not a computation to differentiate: W is not a function of A and B on the tape.
+    noGrad(this.ctx, () => loraMerge(this.ctx, this.kernelLayer(name, false)));
     this.merged.add(name);
   }
 
@@ -181,7 +191,7 @@ export class LoraWrapper extends LinearLike {
     if (!this.merged.has(name)) throw new ArgumentError(`LoraWrapper: adapter '${name}' is not merged`);
     const l = this.kernelLayer(name, false);
     l.merged = true;
-    loraUnmerge(this.ctx, l);
+    noGrad(this.ctx, () => loraUnmerge(this.ctx, l));
     this.merged.delete(name);
   }
 }

@@ -12,6 +12,7 @@ import { AdamW } from '../../src/kernels/optim.js';
 import { GPT2ForSequenceClassification, GPT2LMHeadModel, gpt2Config } from '../../src/nn/gpt2.js';
 import { adapterConfigJson, loraConfig } from '../../src/peft/config.js';
 import { getPeftModel, LoraWrapper, planLora } from '../../src/peft/lora.js';
+import { interpolate, snapshot } from '../../src/peft/interpolate.js';
 import { expectClose, testContext } from '../helpers.js';
 
 let ctx: GpuContext;
@@ -203,6 +204,52 @@ describe('getPeftModel', () => {
     expect(Object.keys(obj)).toEqual(Object.keys(obj).sort());
     expect(obj).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 8, inference_mode: true, fan_in_fan_out: true, target_modules: ['c_attn'], bias: 'none', use_dora: false, base_model_name_or_path: 'brown-gpt2' });
     expect(text).toMatch(/^\{\n {2}"alora_invocation_tokens": null,\n/);
+    peft.dispose();
+    m.dispose();
+  });
+
+  it('merge and unmerge are weight edits: an adapter merged, snapshotted, unmerged and interpolated back (WiSE-FT) trains on; a merged one refuses to train', async () => {
+    const m = model(12);
+    const peft = getPeftModel(m, { r: 2, target_modules: ['c_attn', 'c_proj'], init_lora_weights: false }, 'default', { seed: 2, ...quiet });
+    const params = peft.namedTrainable().map(([, t]) => t);
+    const gradients = async () => {
+      const loss = m.loss(ids(2, 6));
+      backward(ctx, loss);
+      const g = await Promise.all(params.map((p) => grad(p)!.read()));
+      loss.dispose();
+      zeroGrad(params);
+      return g;
+    };
+    const before = await gradients();
+    // What the browser page does for its WiSE-FT slider: θ_ft = W + s·B·A snapshotted, W back, then lerp to α = 0.
+    const pre = snapshot(m);
+    peft.mergeAdapter();
+    // A recording forward through a merged adapter would leave A and B without a gradient: refused, naming the adapter.
+    expect(() => m.loss(ids(2, 6))).toThrow(ArgumentError);
+    expect(() => m.loss(ids(2, 6))).toThrow(/adapter 'default' is merged into the base weight.*unmerge\(\) before training/);
+    expect(() => noGrad(ctx, () => m.forward(ids(2, 6))).dispose()).not.toThrow();
+    const ft = snapshot(m);
+    peft.unmerge();
+    peft.disableAdapters();
+    interpolate(m, pre, ft, 0.5);
+    interpolate(m, pre, ft, 0);
+    peft.enableAdapters();
+    const after = await gradients();
+    after.forEach((g, i) => expect(g).toEqual(before[i]));
+    // The page's upload: a new adapter on other modules replaces this one. c_proj's W now runs bare
+    // (conv1d); before merge / unmerge ran without recording, it still carried the mark "lost lora_A's
+    // gradient through lora_merge", and backward refused with an ArgumentError naming the deleted adapter.
+    peft.addAdapter('second', loraConfig({ r: 2, target_modules: ['c_attn'], init_lora_weights: false }, quiet), { seed: 5 });
+    peft.setAdapter('second');
+    peft.deleteAdapter('default');
+    const second = peft.namedTrainable().map(([, t]) => t);
+    const loss = m.loss(ids(2, 6));
+    backward(ctx, loss);
+    for (const p of second) expect((await grad(p)!.read()).some((v) => v !== 0)).toBe(true);
+    loss.dispose();
+    zeroGrad(second);
+    pre.dispose();
+    ft.dispose();
     peft.dispose();
     m.dispose();
   });
