@@ -802,6 +802,11 @@ const delta = (x: number, ref: number) => `${f4(x)} (${x - ref >= 0 ? '+' : '−
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 /** results.md: the run, the tables, the plot, the samples, the time per phase. */
+/** The cost columns of a method's row: trainable, %, AdamW state, optimizer memory, steps/s. */
+function costCells(m: Cost): string[] {
+  return [formatCount(m.trainable), formatPercent(m.trainable / m.total), formatBytes(m.optimizerStateBytes), formatBytes(m.optimizerAllocatedBytes), m.stepsPerSec.toFixed(2)];
+}
+
 export function renderMarkdown(r: DemoResult): string {
   const o = r.options;
   const out: string[] = [];
@@ -829,11 +834,7 @@ export function renderMarkdown(r: DemoResult): string {
         ['pre-trained (no fine-tuning)', '', '', '', '', '', f4(r.base.id), f4(r.base.ood), f4(r.base.pt)],
         ...r.lm.map((m) => [
           m.name,
-          formatCount(m.trainable),
-          formatPercent(m.trainable / m.total),
-          formatBytes(m.optimizerStateBytes),
-          formatBytes(m.optimizerAllocatedBytes),
-          m.stepsPerSec.toFixed(2),
+          ...costCells(m),
           delta(m.eval.id, r.base.id),
           delta(m.eval.ood, r.base.ood),
           delta(m.eval.pt, r.base.pt),
@@ -857,11 +858,7 @@ export function renderMarkdown(r: DemoResult): string {
         ['method', 'trainable', '%', 'AdamW state', 'optimizer memory', 'steps/s', 'lr body / head', 'accuracy', 'val. loss'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
         r.classification.map((m) => [
           m.name,
-          formatCount(m.trainable),
-          formatPercent(m.trainable / m.total),
-          formatBytes(m.optimizerStateBytes),
-          formatBytes(m.optimizerAllocatedBytes),
-          m.stepsPerSec.toFixed(2),
+          ...costCells(m),
           `${m.key === 'probe' ? '–' : m.lr} / ${m.headLr}`,
           pct(m.accuracy),
           f4(m.validationLoss),
