@@ -14,6 +14,7 @@
 import { mkdtempSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import type { Tensor } from '../../src/gpu/tensor.js';
@@ -24,10 +25,12 @@ import { freeze, optimizerGroups } from '../../src/peft/freeze.js';
 import type { PeftModel } from '../../src/peft/lora.js';
 import { loadGPT2, loadPeftAdapter, saveGPT2, savePeftAdapter } from '../../src/node.js';
 import { testContext } from '../helpers.js';
+import { CharVocab } from '../../examples/lib/vocab.js';
 import { conv1dModules, gpt2Shapes, randomLora, randomTensors, writeModelDir, type Gpt2Config } from './fixtures.js';
 import { closeTorch, runTorch, type TorchResult } from './run.js';
 import { writeSafetensorsFile, type StTensor } from './safetensors.js';
 
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
 let ctx: GpuContext;
 let root: string;
 beforeAll(async () => {
@@ -267,6 +270,26 @@ describe('GPT-2 against PyTorch', () => {
 });
 
 describe('files both ways', () => {
+  it('the committed demo files: the pre-trained checkpoint and the demo PEFT adapter give the same logits in torch, unmerged and merged', async () => {
+    // What a user moving to PyTorch would load: examples/checkpoints/brown-gpt2 and examples/results/lora-adapter (npm run demo).
+    const d = join(REPO, 'examples/checkpoints/brown-gpt2');
+    const a = join(REPO, 'examples/results/lora-adapter');
+    const vocab = new CharVocab();
+    const ids = Array.from(vocab.encode('"I don\'t know," she said. He looked at the door and waited for an answer.'));
+    const batch = { input_ids: [ids] };
+    const { model } = await loadGPT2(ctx, d);
+    const peft = await loadPeftAdapter(model, a, { warn: () => {} });
+    const [unmergedRef, mergedRef] = await Promise.all([runTorch({ model_dir: d, adapter_dir: a, batches: [batch] }), runTorch({ model_dir: d, adapter_dir: a, batches: [batch], merge: true })]);
+    const base = await runTorch({ model_dir: d, batches: [batch] });
+    const unmerged = await noGrad(ctx, () => model.forward(flat(batch))).read();
+    expectNear(unmerged, get(unmergedRef, 'logits.0'), 2e-5, 'demo adapter, unmerged');
+    // The adapter is not a no-op: it moves the logits by far more than the tolerance.
+    expect(Math.max(...get(unmergedRef, 'logits.0').data.map((v, i) => Math.abs(v - get(base, 'logits.0').data[i]!)))).toBeGreaterThan(1e-2);
+    const plain = (peft as PeftModel<GPT2LMHeadModel>).mergeAndUnload();
+    expectNear(await noGrad(ctx, () => plain.forward(flat(batch))).read(), get(mergedRef, 'logits.0'), 2e-5, 'demo adapter, merged');
+    plain.dispose();
+  });
+
   it('torch reads the checkpoint and adapter the library wrote; the library reads what torch wrote', async () => {
     const d = modelDir(22);
     const { model } = await loadGPT2(ctx, d);
