@@ -101,7 +101,14 @@ export interface TrainResult {
   /** The training loss of every step (1-based step s is losses[s − 1]). */
   losses: number[];
   seconds: number;
+  /**
+   * Steps per second after the first read-back (the first `readEvery` steps, which compile
+   * every pipeline the run is the first to use: 1–5 s each on lavapipe); the whole run's rate
+   * when it is no longer than that.
+   */
   stepsPerSec: number;
+  /** The steps left out of `stepsPerSec`. */
+  warmupSteps: number;
 }
 
 export interface TrainOptions {
@@ -137,6 +144,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   const losses: number[] = [];
   let pending: Tensor[] = [];
   const t0 = performance.now();
+  let warm: { t: number; steps: number } | null = null;
   try {
     for (let s = 1; s <= steps; s++) {
       const loss = ctx.scope(() => {
@@ -157,6 +165,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
           if (!Number.isFinite(x)) throw new Error(`${o.label}: the training loss is ${x} at step ${losses.length + 1}`);
           losses.push(x);
         }
+        if (!warm) warm = { t: performance.now(), steps: s };
         bar?.update(s, { loss: losses[losses.length - 1]! });
         await o.onRead?.(s, losses);
       }
@@ -165,8 +174,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     pending.forEach((t) => t.dispose());
     bar?.stop();
   }
-  const seconds = (performance.now() - t0) / 1000;
-  return { losses, seconds, stepsPerSec: steps / seconds };
+  const t1 = performance.now();
+  const seconds = (t1 - t0) / 1000;
+  if (warm && warm.steps < steps) return { losses, seconds, stepsPerSec: ((steps - warm.steps) * 1000) / (t1 - warm.t), warmupSteps: warm.steps };
+  return { losses, seconds, stepsPerSec: steps / seconds, warmupSteps: 0 };
 }
 
 /** Mean of the last `n` values (all of them if fewer). */
@@ -219,6 +230,15 @@ export function posInt(name: string): (v: string) => number {
   return (v) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} ${v}: expected a positive integer`);
+    return n;
+  };
+}
+
+/** A non-negative integer option, such as a seed (commander parser). */
+export function nonNegInt(name: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} ${v}: expected an integer >= 0`);
     return n;
   };
 }

@@ -58,7 +58,7 @@ import {
 import { renderLineChart, textRenders } from './lib/plot.js';
 import type { ProgressStream } from './lib/progress.js';
 import { formatBytes, formatCount, formatPercent, formatSeconds, markdownTable } from './lib/table.js';
-import { decayGroups, evalLoss, isMain, lmLoss, nonNeg, PhaseTimer, posInt, ROOT, type RunInfo, runInfo, tailMean, train, type TrainResult } from './common.js';
+import { decayGroups, evalLoss, isMain, lmLoss, nonNeg, nonNegInt, PhaseTimer, posInt, ROOT, type RunInfo, runInfo, tailMean, train, type TrainResult } from './common.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -824,12 +824,13 @@ export function renderMarkdown(r: DemoResult): string {
     `Each method: ${o.steps} AdamW steps of ${o.batch} × ${o.seq} characters (the same batches for all), 10 % warmup then cosine, clipping at 1, ` +
       `peak lr ${o.lrFull} (full, frozen half) or ${o.lrAdapter} (LoRA, bottleneck). Loss = nats per character on ${o.evalWindows} fixed windows of ${o.seq} characters per set; ` +
       `in brackets the change from the pre-trained model. ID: held-out documents of the fine-tuning genres (general fiction, mystery, adventure, romance); ` +
-      `OOD: science fiction and humour (trained on by neither stage); PT: held-out documents of the pre-training genres.`,
+      `OOD: science fiction and humour (trained on by neither language-model stage); PT: held-out documents of the pre-training genres. ` +
+      `Steps/s leave out each run's first 10 steps, which compile the pipelines it is the first to use (1–5 s each on lavapipe; the phase table below has the whole time).`,
     '',
   );
   out.push(
     markdownTable(
-      ['method', 'trainable', '%', 'AdamW state', 'optimizer memory', 'steps/s', 'loss ID', 'loss OOD', 'loss PT'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
+      ['method', 'trainable', '%', 'm, v of trainable', 'optimizer memory', 'steps/s', 'loss ID', 'loss OOD', 'loss PT'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
       [
         ['pre-trained (no fine-tuning)', '', '', '', '', '', f4(r.base.id), f4(r.base.ood), f4(r.base.pt)],
         ...r.lm.map((m) => [
@@ -843,7 +844,9 @@ export function renderMarkdown(r: DemoResult): string {
     ),
   );
   out.push(
-    '`AdamW state` is m and v for the trainable parameters (8 bytes each); `optimizer memory` is what the optimizer allocated on the GPU (measured: state, a gradient arena and the clipping norm, sized by the parameter arena its groups live in).',
+    '`m, v of trainable` is what AdamW\'s two moments take for the trainable parameters (8 bytes each); `optimizer memory` is what the optimizer allocated on the GPU (measured). ' +
+      'The optimizer works on whole chunks of the parameter arena its groups live in: where trainable and frozen parameters share an arena (the frozen half, the linear probe) its m, v and gradient buffers cover the whole arena, ' +
+      'which is why those rows allocate as much as full fine-tuning; adapters live in an arena of their own.',
     '',
   );
   if (r.classification.length) {
@@ -855,7 +858,7 @@ export function renderMarkdown(r: DemoResult): string {
     );
     out.push(
       markdownTable(
-        ['method', 'trainable', '%', 'AdamW state', 'optimizer memory', 'steps/s', 'lr body / head', 'accuracy', 'val. loss'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
+        ['method', 'trainable', '%', 'm, v of trainable', 'optimizer memory', 'steps/s', 'lr body / head', 'accuracy', 'val. loss'].map((h, i) => ({ header: h, align: i === 0 ? ('left' as const) : ('right' as const) })),
         r.classification.map((m) => [
           m.name,
           ...costCells(m),
@@ -978,8 +981,8 @@ export function parseDemoArgs(argv: string[]): DemoOptions {
     .option('--dpo-prompt <n>', 'DPO prompt characters', posInt('dpo-prompt'))
     .option('--dpo-continuation <n>', 'DPO continuation characters', posInt('dpo-continuation'))
     .option('--only <parts>', 'run only these parts: lm, cls, dpo (comma-separated)')
-    .option('--seed <n>', 'seed of new parameters (adapters, heads)', nonNeg('seed'))
-    .option('--data-seed <n>', 'seed of batches, snippets and pairs', nonNeg('data-seed'))
+    .option('--seed <n>', 'seed of new parameters (adapters, heads)', nonNegInt('seed'))
+    .option('--data-seed <n>', 'seed of batches, snippets and pairs', nonNegInt('data-seed'))
     .parse(argv, { from: 'user' });
   const f = p.opts<Record<string, number | string | boolean | undefined>>();
   // A quick run must not overwrite the committed results: it writes to a temporary folder unless --out says otherwise.

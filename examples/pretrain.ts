@@ -22,7 +22,7 @@ import { AdamW, schedules } from '../src/kernels/optim.js';
 import { CharVocab, evalWindows, lmBatches, loadBrown, PRETRAIN_GENRES, splitTokens } from './lib/brown.js';
 import type { ProgressStream } from './lib/progress.js';
 import { formatSeconds } from './lib/table.js';
-import { decayGroups, evalLoss, isMain, lmLoss, nonNeg, posInt, ROOT, type RunInfo, runInfo, tailMean, train } from './common.js';
+import { decayGroups, evalLoss, isMain, lmLoss, nonNeg, nonNegInt, posInt, ROOT, type RunInfo, runInfo, tailMean, train } from './common.js';
 
 export interface PretrainOptions {
   out: string;
@@ -134,6 +134,7 @@ export async function pretrain(o: PretrainOptions, x: { ctx?: GpuContext; stream
   const trainSet = evalWindows(trainTokens, { seqLen: o.seq, count: o.evalWindows });
   const curve: PretrainRecord['curve'] = [];
   let evalSeconds = 0;
+  let lastRead = 0;
   try {
     const result = await train({
       ctx,
@@ -148,7 +149,10 @@ export async function pretrain(o: PretrainOptions, x: { ctx?: GpuContext; stream
       everyPercent: 5,
       onRead: async (step, losses) => {
         const point: PretrainRecord['curve'][number] = { step, trainBatchLoss: tailMean(losses, 10) };
-        if (step % o.evalEvery === 0 || step === o.steps) {
+        // Losses are read every 10 steps: evaluate at the first read at or after each multiple of evalEvery.
+        const due = Math.floor(step / o.evalEvery) > Math.floor(lastRead / o.evalEvery);
+        lastRead = step;
+        if (due || step === o.steps) {
           const e0 = performance.now();
           point.validationLoss = await evalLoss(ctx, model, valSet, o.evalBatch);
           evalSeconds += (performance.now() - e0) / 1000;
@@ -206,10 +210,10 @@ export function parsePretrainArgs(argv: string[]): PretrainOptions {
     .option('--n-head <n>', 'attention heads', posInt('n-head'))
     .option('--n-positions <n>', 'context length', posInt('n-positions'), d.nPositions)
     .option('--lr <x>', 'peak learning rate', nonNeg('lr'), d.lr)
-    .option('--warmup <n>', 'warmup steps', nonNeg('warmup'), d.warmup)
+    .option('--warmup <n>', 'warmup steps', nonNegInt('warmup'), d.warmup)
     .option('--weight-decay <x>', 'AdamW weight decay (matrices only)', nonNeg('weight-decay'), d.weightDecay)
-    .option('--seed <n>', 'weight initialisation seed', nonNeg('seed'), d.seed)
-    .option('--data-seed <n>', 'batch sampling seed', nonNeg('data-seed'), d.dataSeed)
+    .option('--seed <n>', 'weight initialisation seed', nonNegInt('seed'), d.seed)
+    .option('--data-seed <n>', 'batch sampling seed', nonNegInt('data-seed'), d.dataSeed)
     .option('--eval-windows <n>', 'fixed evaluation windows', posInt('eval-windows'), d.evalWindows)
     .option('--eval-every <n>', 'validation every n steps', posInt('eval-every'), d.evalEvery)
     .parse(argv, { from: 'user' });

@@ -49,7 +49,14 @@ export async function servePage(o: ServeOptions): Promise<PageServer> {
   routes.set('/', join(o.dir, 'index.html'));
   for (const f of ['config.json', 'model.safetensors']) routes.set(`/checkpoint/${f}`, join(o.checkpointDir, f));
   const server = createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    let path: string;
+    try {
+      path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    } catch {
+      // A request target that is not a URL path (`//[`, say): refused, and the server goes on.
+      res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request');
+      return;
+    }
     const file = routes.get(path);
     if (!file || (req.method !== 'GET' && req.method !== 'HEAD')) {
       res.writeHead(file ? 405 : 404, { 'content-type': 'text/plain' }).end(file ? 'method not allowed' : 'not found');

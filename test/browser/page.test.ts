@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { strFromU8, strToU8, unzipSync, zipSync } from 'fflate';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { noGrad } from '../../src/autograd/tape.js';
@@ -308,6 +309,20 @@ describe('the fine-tuning page in headless Chromium', () => {
     expect(await page.textContent('#status')).toMatch(new RegExp(`^stopped after ${done} steps`));
     expect(pageErrors).toEqual([]);
   }, 300_000);
+
+  it('the server answers a request target that is not a URL path with 400 and goes on serving', async () => {
+    const { port } = new URL(served.url);
+    const raw = await new Promise<string>((resolveRaw, reject) => {
+      const sock = connect(Number(port), '127.0.0.1', () => sock.end('GET //[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      sock.on('end', () => resolveRaw(got));
+      sock.on('error', reject);
+    });
+    expect(raw).toMatch(/^HTTP\/1\.1 400/);
+    expect((await fetch(`${served.url}page.json`)).status).toBe(200);
+    expect((await fetch(`${served.url}../package.json`)).status).toBe(404);
+  });
 
   it('without WebGPU says so plainly', async () => {
     const p = await browser.newPage();
