@@ -14,13 +14,12 @@
  * ```
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ArgumentError, ShapeError } from '../gpu/errors.js';
+import { ArgumentError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
 import * as ops from '../autograd/ops.js';
 import { gradInfo, requiresGrad } from '../autograd/tape.js';
-import { fmtShape } from '../kernels/util.js';
 import { Layer, Linear, ModuleDict } from '../nn/layers.js';
-import type { HostTensor, Module } from '../nn/module.js';
+import type { Module } from '../nn/module.js';
 import { type AdaptableModel, AdapterHost, type Switchable } from './host.js';
 
 export interface BottleneckConfig {
@@ -136,6 +135,8 @@ function sites(model: Module, c: BottleneckConfig): string[] {
 export class BottleneckModel<M extends AdaptableModel = AdaptableModel> extends AdapterHost<M> {
   readonly configs = new Map<string, BottleneckConfig>();
 
+  protected readonly loadOp = 'loadBottleneck';
+
   protected switchables(): Switchable[] {
     return this.wrappers().map(([, w]) => w);
   }
@@ -227,20 +228,6 @@ export class BottleneckModel<M extends AdaptableModel = AdaptableModel> extends 
       out.set(`base_model.model.${path}.adapter_up.bias`, u.bias!);
     }
     return out;
-  }
-
-  /** Load saved tensors into adapter `name` (which must exist); all keys and shapes are checked before any write. */
-  loadAdapterWeights(name: string, tensors: ReadonlyMap<string, HostTensor>): void {
-    const expected = this.adapterStateDict(name);
-    const problems: string[] = [];
-    for (const [k, t] of expected) {
-      const h = tensors.get(k);
-      if (!h) problems.push(`missing '${k}' (expected ${fmtShape(t.shape)})`);
-      else if (h.shape.length !== t.shape.length || h.shape.some((d, i) => d !== t.shape[i]) || h.data.length !== t.size) problems.push(`'${k}': expected ${fmtShape(t.shape)}, found ${fmtShape(h.shape)}`);
-    }
-    for (const k of tensors.keys()) if (!expected.has(k)) problems.push(`unexpected '${k}'`);
-    if (problems.length) throw new ShapeError(`loadBottleneck '${name}': the adapter does not fit the model: ${problems.join('; ')}`);
-    for (const [k, t] of expected) t.write(tensors.get(k)!.data);
   }
 
 }

@@ -4,8 +4,11 @@
  * model's dispose frees it), and switching every adapter off and on.
  */
 import type { GpuContext } from '../gpu/context.js';
+import { ShapeError } from '../gpu/errors.js';
+import type { Tensor } from '../gpu/tensor.js';
+import { fmtShape } from '../kernels/util.js';
 import type { ParamArena } from '../optim/arena.js';
-import type { Module } from '../nn/module.js';
+import type { HostTensor, Module } from '../nn/module.js';
 
 /** A model that can host adapters: a Module with a config and a list of parameter arenas (GPT-2). */
 export interface AdaptableModel extends Module {
@@ -36,6 +39,30 @@ export abstract class AdapterHost<M extends AdaptableModel> {
 
   /** The modules that `disableAdapters` switches. */
   protected abstract switchables(): Switchable[];
+
+  /** What `loadAdapterWeights` calls itself in its errors ('loadAdapter', 'loadBottleneck'). */
+  protected abstract readonly loadOp: string;
+
+  /** Adapter `name`'s tensors under their on-disk names. */
+  abstract adapterStateDict(name?: string): Map<string, Tensor>;
+
+  /**
+   * Load saved tensors (on-disk names) into adapter `name`, which must exist. Every key and
+   * shape is checked first; on an error nothing is written.
+   */
+  loadAdapterWeights(name: string, tensors: ReadonlyMap<string, HostTensor>): void {
+    const expected = this.adapterStateDict(name);
+    const problems: string[] = [];
+    for (const [k, t] of expected) {
+      const h = tensors.get(k);
+      if (!h) problems.push(`missing '${k}' (expected ${fmtShape(t.shape)})`);
+      else if (h.shape.length !== t.shape.length || h.shape.some((d, i) => d !== t.shape[i])) problems.push(`'${k}': expected ${fmtShape(t.shape)}, found ${fmtShape(h.shape)}`);
+      else if (h.data.length !== t.size) problems.push(`'${k}': ${h.data.length} values for ${fmtShape(t.shape)}`);
+    }
+    for (const k of tensors.keys()) if (!expected.has(k)) problems.push(`unexpected '${k}' (no such adapter tensor in this model)`);
+    if (problems.length) throw new ShapeError(`${this.loadOp} '${name}': the adapter does not fit the model: ${problems.join('; ')}`);
+    for (const [k, t] of expected) t.write(tensors.get(k)!.data);
+  }
 
   /** Allocate the parameters declared for adapter `name` in an arena of their own. */
   protected allocateAdapter(name: string, seed: number): void {

@@ -16,14 +16,13 @@
  * ```
  */
 import type { GpuContext } from '../gpu/context.js';
-import { ArgumentError, ShapeError } from '../gpu/errors.js';
+import { ArgumentError } from '../gpu/errors.js';
 import type { Tensor } from '../gpu/tensor.js';
 import * as ops from '../autograd/ops.js';
 import { gradEnabled, gradInfo, noGrad, requiresGrad } from '../autograd/tape.js';
 import { LoraLayer, loraMerge, loraUnmerge } from '../kernels/lora.js';
-import { fmtShape } from '../kernels/util.js';
 import { Conv1D, Layer, LayerNorm, Linear, LinearLike, ModuleDict } from '../nn/layers.js';
-import { type HostTensor, type Init, Module, type ParamSlot } from '../nn/module.js';
+import { type Init, Module, type ParamSlot } from '../nn/module.js';
 import { type LoraConfig, loraConfig } from './config.js';
 import { type AdaptableModel, AdapterHost, type Switchable } from './host.js';
 
@@ -426,6 +425,8 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> extends Adapte
   readonly peftConfig = new Map<string, LoraConfig>();
   private readonly plans = new Map<string, LoraPlan>();
 
+  protected readonly loadOp = 'loadAdapter';
+
   protected switchables(): Switchable[] {
     return [...this.wrappers(), ...this.saveWrappers()].map(([, w]) => w);
   }
@@ -623,24 +624,6 @@ export class PeftModel<M extends AdaptableModel = AdaptableModel> extends Adapte
       for (const [n, t] of copy.namedParameters()) out.set(`${P}${path}.${n}`, t);
     }
     return out;
-  }
-
-  /**
-   * Load adapter tensors (PEFT's on-disk names) into adapter `name`, which must exist (see
-   * {@link loadAdapter}). Every key and shape is checked first; on an error nothing is written.
-   */
-  loadAdapterWeights(name: string, tensors: ReadonlyMap<string, HostTensor>): void {
-    const expected = this.adapterStateDict(name);
-    const problems: string[] = [];
-    for (const [k, t] of expected) {
-      const h = tensors.get(k);
-      if (!h) problems.push(`missing '${k}' (expected ${fmtShape(t.shape)})`);
-      else if (h.shape.length !== t.shape.length || h.shape.some((d, i) => d !== t.shape[i])) problems.push(`'${k}': expected ${fmtShape(t.shape)}, found ${fmtShape(h.shape)}`);
-      else if (h.data.length !== t.size) problems.push(`'${k}': ${h.data.length} values for ${fmtShape(t.shape)}`);
-    }
-    for (const k of tensors.keys()) if (!expected.has(k)) problems.push(`unexpected '${k}' (no such adapter tensor in this model)`);
-    if (problems.length) throw new ShapeError(`loadAdapter '${name}': the adapter does not fit the model: ${problems.join('; ')}`);
-    for (const [k, t] of expected) t.write(tensors.get(k)!.data);
   }
 
 }
