@@ -5,6 +5,7 @@
  * integer arithmetic only (`Math.imul`, shifts), never `Math.random`.
  */
 import { ArgumentError } from '../../src/gpu/errors.js';
+import { mulberry32Uint32 } from '../../src/nn/generate.js';
 
 /** A seeded stream of random numbers. */
 export interface Rng {
@@ -30,14 +31,7 @@ export interface Rng {
  */
 export function mulberry32(seed: number): Rng {
   if (!Number.isFinite(seed)) throw new ArgumentError(`mulberry32: seed = ${seed}, expected a finite number`);
-  let s = seed >>> 0;
-  const uint32 = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
+  const uint32 = mulberry32Uint32(seed);
   const int = (n: number): number => {
     if (!Number.isInteger(n) || n < 1 || n > 2 ** 32) throw new ArgumentError(`mulberry32.int: n = ${n}, expected an integer in [1, 2^32]`);
     // The largest multiple of n that fits in 32 bits: draws at or above it would favour small results.

@@ -23,15 +23,19 @@ export interface GenerateOptions {
   stopToken?: number;
 }
 
-/** mulberry32, seeded. */
-function rng(seed: number): () => number {
+/**
+ * mulberry32 (Tommy Ettinger, public domain): a seeded stream of 32-bit unsigned integers, the
+ * same on every platform (integer arithmetic only). Sampling draws from it; the examples build
+ * their RNG (examples/lib/rng.ts) on it.
+ */
+export function mulberry32Uint32(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;
     let t = s;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return (t ^ (t >>> 14)) >>> 0;
   };
 }
 
@@ -64,7 +68,8 @@ export async function generate(model: GPT2LMHeadModel, prompt: readonly number[]
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 1)) throw new ArgumentError(`generate: topK = ${o.topK}, expected an integer >= 1`);
   if (!prompt.length) throw new ArgumentError('generate: empty prompt');
   const ctx = model.ctx;
-  const rand = rng(o.seed ?? 0);
+  const next = mulberry32Uint32(o.seed ?? 0);
+  const rand = () => next() / 2 ** 32;
   const out = [...prompt];
   const wasTraining = model.training;
   model.eval();
