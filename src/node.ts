@@ -59,18 +59,22 @@ function adapterDir(dir: string, name: string): string {
   return name === 'default' ? dir : join(dir, name);
 }
 
+/** Write an adapter's two files (weights first, each atomically) into its folder under `dir`; returns the folder. */
+async function writeAdapterDir(dir: string, name: string, files: { config: string; weights: Uint8Array }, weightsName: string, configName: string): Promise<string> {
+  const out = adapterDir(dir, name);
+  await mkdir(out, { recursive: true });
+  await writeFileAtomic(join(out, weightsName), files.weights);
+  await writeFileAtomic(join(out, configName), files.config);
+  return out;
+}
+
 /**
  * Save adapter `name` (default: the active one) as PEFT does: adapter_config.json +
  * adapter_model.safetensors in `dir`, or in `dir/<name>` for an adapter not named "default".
  * Returns the folder written.
  */
 export async function savePeftAdapter(peft: PeftModel, dir: string, name = peft.activeAdapter): Promise<string> {
-  const out = adapterDir(dir, name);
-  const { config, weights } = await adapterToFiles(peft, name);
-  await mkdir(out, { recursive: true });
-  await writeFileAtomic(join(out, ADAPTER_WEIGHTS_NAME), weights);
-  await writeFileAtomic(join(out, ADAPTER_CONFIG_NAME), config);
-  return out;
+  return writeAdapterDir(dir, name, await adapterToFiles(peft, name), ADAPTER_WEIGHTS_NAME, ADAPTER_CONFIG_NAME);
 }
 
 /** Load a PEFT adapter directory into a model (or another adapter into a PeftModel); see `loadAdapterFromFiles`. */
@@ -86,12 +90,7 @@ export async function loadPeftAdapter<M extends AdaptableModel>(
 
 /** Save bottleneck adapter `name` as bottleneck_config.json + bottleneck_model.safetensors. */
 export async function saveBottleneck(b: BottleneckModel, dir: string, name = b.activeAdapter): Promise<string> {
-  const out = adapterDir(dir, name);
-  const { config, weights } = await bottleneckToFiles(b, name);
-  await mkdir(out, { recursive: true });
-  await writeFileAtomic(join(out, BOTTLENECK_WEIGHTS_NAME), weights);
-  await writeFileAtomic(join(out, BOTTLENECK_CONFIG_NAME), config);
-  return out;
+  return writeAdapterDir(dir, name, await bottleneckToFiles(b, name), BOTTLENECK_WEIGHTS_NAME, BOTTLENECK_CONFIG_NAME);
 }
 
 export async function loadBottleneck<M extends AdaptableModel>(target: M | BottleneckModel<M>, dir: string, o: { adapterName?: string; isTrainable?: boolean } = {}): Promise<BottleneckModel<M>> {
