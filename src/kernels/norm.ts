@@ -12,7 +12,7 @@ import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
-import { checkTensor, fmtShape, grid2d, sameShape } from './util.js';
+import { checkTensor, fmtShape, grid2d, LANE_MAX_COLS, rowPath, type RowPath, sameShape } from './util.js';
 
 export type NormKind = 'layer' | 'rms';
 
@@ -20,39 +20,18 @@ function mod(): KernelModule {
   return KernelModule.get('norm.wgsl', wgsl.norm);
 }
 
-/**
- * How norm_forward and norm_backward_x cover their rows: 'workgroup' (one 64-lane workgroup per
- * row, tree reductions in workgroup memory) or 'lane' (one invocation per row walking it
- * serially, no barrier: the `_lane` entries of norm.wgsl).
- */
-export type NormRowPath = 'workgroup' | 'lane';
+/** How norm's row-wise entries cover their rows (see {@link RowPath}). */
+export type NormRowPath = RowPath;
 
 /** Force a row path (tests, benchmarks); 'auto' picks by {@link normRowPath}. */
 export const normConfig: { rowPath: 'auto' | NormRowPath } = { rowPath: 'auto' };
 
-/**
- * Widest row that the 'lane' path takes on a CPU adapter. Lavapipe (2 cores), GPU ms, workgroup
- * per row against lane per row at ~0.5–8M elements, softmax / its backward / LayerNorm / its dx:
- * 128 columns ×10 / ×8 / ×10 / ×10; 256: ×5.6 / ×4.6 / ×6.0 / ×5.6; 512: ×3.9 / ×3.0 / ×3.9 / ×3.4;
- * 1024 (512 and 8192 rows): ×2.3 / ×1.2–1.35 / ×2.1–3.1 / ×1.4–1.6; 2048: ×1.7 / ×1.0 / ×1.6–1.8 / ×1.0;
- * 4096: ×1.5 / ×0.8 / ×1.3 / ×0.8. So up to 1024 columns every entry gains, and from 2048 the
- * backward entries (two reads per element, and a single lane's serial loop) no longer do. Under
- * 128 rows (fewer lane workgroups than cores) both take under ~1 ms and neither wins clearly.
- * Measured with the row paths forced (see `bench/kernels.ts`, `--suites norm,softmax`).
- */
-export const NORM_LANE_MAX_COLS = 1024;
+/** Widest row the 'lane' path takes on a CPU adapter (see {@link LANE_MAX_COLS}: measured for both families). */
+export const NORM_LANE_MAX_COLS = LANE_MAX_COLS;
 
-/**
- * The default row path for rows of `cols` on this device. On a CPU adapter (lavapipe) a
- * workgroup's 64 invocations run as SIMD loops split at each barrier, and each tree reduction
- * costs ~7 barriers (2 per row): one invocation per row, with no barrier, is faster up to
- * NORM_LANE_MAX_COLS columns (measured crossover in the constant's comment). On a GPU the
- * workgroup version stays: a lane per row reads its row serially, uncoalesced, and leaves the
- * GPU idle unless there are tens of thousands of rows (not measured here, no GPU).
- */
+/** The default row path for rows of `cols` on this device ({@link rowPath}), unless normConfig forces one. */
 export function normRowPath(ctx: GpuContext, cols: number): NormRowPath {
-  if (normConfig.rowPath !== 'auto') return normConfig.rowPath;
-  return ctx.caps.software && cols <= NORM_LANE_MAX_COLS ? 'lane' : 'workgroup';
+  return rowPath(ctx, cols, normConfig.rowPath);
 }
 
 /** Entry and workgroups of a row-wise norm entry (norm_forward, norm_backward_x) for R rows of C. */

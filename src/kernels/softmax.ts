@@ -13,7 +13,7 @@ import { ArgumentError, ShapeError } from '../gpu/errors.js';
 import { KernelModule } from '../gpu/kernel.js';
 import type { Tensor } from '../gpu/tensor.js';
 import { wgsl } from '../wgsl/sources.js';
-import { checkTensor, fmtShape, grid2d, outputTensor, sameShape } from './util.js';
+import { checkTensor, fmtShape, grid2d, LANE_MAX_COLS, rowPath, type RowPath, outputTensor, sameShape } from './util.js';
 
 function mod(): KernelModule {
   return KernelModule.get('softmax.wgsl', wgsl.softmax);
@@ -25,12 +25,8 @@ function rowsCols(op: string, x: Tensor): [number, number] {
   return [x.size / C, C];
 }
 
-/**
- * How a row-wise entry covers its rows: 'workgroup' (one 64-lane workgroup per row, tree
- * reductions in workgroup memory) or 'lane' (one invocation per row walking it serially, no
- * barrier: the `_lane` entries of softmax.wgsl).
- */
-export type SoftmaxRowPath = 'workgroup' | 'lane';
+/** How softmax's row-wise entries cover their rows (see {@link RowPath}). */
+export type SoftmaxRowPath = RowPath;
 
 /**
  * Force a row path (tests, benchmarks); 'auto' picks by {@link softmaxRowPath}. Applies to
@@ -38,29 +34,12 @@ export type SoftmaxRowPath = 'workgroup' | 'lane';
  */
 export const softmaxConfig: { rowPath: 'auto' | SoftmaxRowPath } = { rowPath: 'auto' };
 
-/**
- * Widest row that the 'lane' path takes on a CPU adapter. Lavapipe (2 cores), GPU ms, workgroup
- * per row against lane per row at ~0.5–8M elements, softmax / its backward / LayerNorm / its dx:
- * 128 columns ×10 / ×8 / ×10 / ×10; 256: ×5.6 / ×4.6 / ×6.0 / ×5.6; 512: ×3.9 / ×3.0 / ×3.9 / ×3.4;
- * 1024 (512 and 8192 rows): ×2.3 / ×1.2–1.35 / ×2.1–3.1 / ×1.4–1.6; 2048: ×1.7 / ×1.0 / ×1.6–1.8 / ×1.0;
- * 4096: ×1.5 / ×0.8 / ×1.3 / ×0.8. So up to 1024 columns every entry gains, and from 2048 the
- * backward entries (two reads per element, and a single lane's serial loop) no longer do. Under
- * 128 rows (fewer lane workgroups than cores) both take under ~1 ms and neither wins clearly.
- * Measured with the row paths forced (see `bench/kernels.ts`, `--suites norm,softmax`).
- */
-export const SOFTMAX_LANE_MAX_COLS = 1024;
+/** Widest row the 'lane' path takes on a CPU adapter (see {@link LANE_MAX_COLS}: measured for both families). */
+export const SOFTMAX_LANE_MAX_COLS = LANE_MAX_COLS;
 
-/**
- * The default row path for rows of `cols` on this device. On a CPU adapter (lavapipe) a
- * workgroup's 64 invocations run as SIMD loops split at each barrier, and the tree reductions
- * cost ~7 barriers each (2–3 reductions per row): one invocation per row, with no barrier, is
- * faster up to SOFTMAX_LANE_MAX_COLS columns (measured crossover in the constant's comment). On a
- * GPU the workgroup version stays: a lane per row reads its row serially, uncoalesced, and
- * leaves the GPU idle unless there are tens of thousands of rows (not measured here, no GPU).
- */
+/** The default row path for rows of `cols` on this device ({@link rowPath}), unless softmaxConfig forces one. */
 export function softmaxRowPath(ctx: GpuContext, cols: number): SoftmaxRowPath {
-  if (softmaxConfig.rowPath !== 'auto') return softmaxConfig.rowPath;
-  return ctx.caps.software && cols <= SOFTMAX_LANE_MAX_COLS ? 'lane' : 'workgroup';
+  return rowPath(ctx, cols, softmaxConfig.rowPath);
 }
 
 function rowwise(
